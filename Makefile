@@ -1,0 +1,32 @@
+# Developer entry points. The README names `make chat` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: chat test lint typecheck unit bench venv vendor-runtime clean
+
+venv:
+	@./scripts/bootstrap.sh
+
+vendor-runtime: venv
+	@./scripts/fetch-vendor-runtime.sh
+
+chat: venv
+	@$(VENV)/bin/llm-tpu chat
+
+lint: venv
+	$(VENV)/bin/ruff check appliance provisioning tests bench
+	$(VENV)/bin/ruff format --check appliance provisioning tests bench
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+unit: venv vendor-runtime
+	$(PY) -m pytest -q
+
+test: lint typecheck unit
+
+bench: venv vendor-runtime
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache

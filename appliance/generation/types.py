@@ -1,0 +1,140 @@
+"""Value types of the generation loop: messages, options, streamed events, timings."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from appliance.errors import InvalidRequest
+
+__all__ = [
+    "DoneReason",
+    "Finished",
+    "GenerationEvent",
+    "GenerationOptions",
+    "Message",
+    "Notice",
+    "TextDelta",
+    "Timings",
+    "validate_messages",
+]
+
+Role = Literal["system", "user", "assistant"]
+ROLES: tuple[str, ...] = ("system", "user", "assistant")
+
+# "stop": a stop id or stop string; "length": max_new_tokens; "context": the model's context is full;
+# "cancelled": the caller cancelled (client gone, deadline).
+DoneReason = Literal["stop", "length", "context", "cancelled"]
+
+
+@dataclass(frozen=True)
+class Message:
+    role: Role
+    content: str
+
+
+def validate_messages(raw: Sequence[Mapping[str, Any] | Message]) -> list[Message]:
+    """Check a chat history and return it as Messages; InvalidRequest says what is wrong."""
+    if not raw:
+        raise InvalidRequest("messages is empty", hint="send at least one message with role 'user'")
+    out: list[Message] = []
+    for i, m in enumerate(raw):
+        if isinstance(m, Message):
+            role, content = m.role, m.content
+        elif isinstance(m, Mapping):
+            role, content = m.get("role"), m.get("content")
+        else:
+            raise InvalidRequest(f"messages[{i}] is not an object with 'role' and 'content'")
+        if role not in ROLES:
+            raise InvalidRequest(
+                f"messages[{i}].role is {role!r}", hint="use one of 'system', 'user', 'assistant'"
+            )
+        if not isinstance(content, str):
+            raise InvalidRequest(f"messages[{i}].content must be a string")
+        if role == "system" and i != 0:
+            raise InvalidRequest(f"messages[{i}] is a system message", hint="put the system message first")
+        out.append(Message(role, content))  # type: ignore[arg-type]
+    if out[-1].role != "user":
+        raise InvalidRequest(
+            f"the last message has role {out[-1].role!r}", hint="the last message must come from the user"
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """Per-request generation settings. Defaults follow the vendor pipeline (greedy unless asked)."""
+
+    max_new_tokens: int = 1024
+    temperature: float = 0.0  # 0 = greedy
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    repeat_last_n: int = 32
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    reserve_tokens: int | None = None  # room kept for the answer when windowing; default min(max_new, 256)
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise InvalidRequest(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise InvalidRequest(f"temperature must be >= 0, got {self.temperature}")
+        if self.top_k < 0:
+            raise InvalidRequest(f"top_k must be >= 0, got {self.top_k}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise InvalidRequest(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.repetition_penalty <= 0:
+            raise InvalidRequest(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        if self.repeat_last_n < 0:
+            raise InvalidRequest(f"repeat_last_n must be >= 0, got {self.repeat_last_n}")
+        if self.reserve_tokens is not None and self.reserve_tokens < 1:
+            raise InvalidRequest(f"reserve_tokens must be >= 1, got {self.reserve_tokens}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0 or self.top_k == 1
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Per-response timings in nanoseconds (Ollama's names)."""
+
+    load_duration: int = 0
+    prompt_eval_count: int = 0  # tokens actually prefilled (after prefix reuse)
+    prompt_eval_duration: int = 0
+    eval_count: int = 0  # generated tokens
+    eval_duration: int = 0
+    time_to_first_token: int = 0
+    total_duration: int = 0
+    prompt_tokens: int = 0  # the whole prompt, reused prefix included
+    reused_tokens: int = 0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.eval_count / (self.eval_duration / 1e9) if self.eval_duration else 0.0
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something the user should know that is not an error (e.g. old turns were dropped)."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    text: str
+    done_reason: DoneReason
+    timings: Timings
+    dropped_turns: int = 0
+    token_ids: tuple[int, ...] = field(default=(), repr=False)
+
+
+GenerationEvent = TextDelta | Notice | Finished

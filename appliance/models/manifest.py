@@ -1,0 +1,143 @@
+"""The model manifest: ``manifest.json`` in every installed model directory.
+
+A model directory holds the weights (a ``.bmodel`` or HF safetensors), the tokenizer files and this
+manifest. The store knows models only through their manifests; a directory without one is not a model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from appliance.errors import ModelFormatError
+
+__all__ = [
+    "ENGINE_KINDS",
+    "FAMILIES",
+    "MANIFEST_NAME",
+    "TEMPLATE_SOURCES",
+    "ModelFile",
+    "ModelManifest",
+    "read_manifest",
+    "sha256_file",
+    "write_manifest",
+]
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_VERSION = 1
+ENGINE_KINDS: tuple[str, ...] = ("auto", "sail", "bmrt", "host")
+FAMILIES: tuple[str, ...] = ("qwen", "qwen2", "llama", "baichuan2", "wizardcoder", "other")
+# "tokenizer": the tokenizer's own chat_template; the others are built-in templates (templates.py).
+TEMPLATE_SOURCES: tuple[str, ...] = ("tokenizer", "chatml", "baichuan2", "wizardcoder")
+
+EngineKind = Literal["auto", "sail", "bmrt", "host"]
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    path: str  # relative to the model directory
+    size: int
+    sha256: str
+    role: str = "weights"  # "weights" | "tokenizer" | "config" | "other"
+
+
+@dataclass(frozen=True)
+class ModelManifest:
+    name: str
+    family: str
+    engine: EngineKind
+    files: tuple[ModelFile, ...]
+    template: str = "tokenizer"
+    max_seq_len: int = 2048
+    quantization: str = "unknown"
+    checksum: str = ""  # sha256 over the files' sha256 lines: one value that names this exact install
+    source: str = ""
+    memory_need_bytes: int | None = None
+    default_system_prompt: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINE_KINDS:
+            raise ModelFormatError(
+                f"manifest of {self.name!r}: engine {self.engine!r} is not one of {ENGINE_KINDS}"
+            )
+        if self.template not in TEMPLATE_SOURCES:
+            raise ModelFormatError(
+                f"manifest of {self.name!r}: template {self.template!r} is not one of {TEMPLATE_SOURCES}"
+            )
+        if self.max_seq_len < 2:
+            raise ModelFormatError(f"manifest of {self.name!r}: max_seq_len {self.max_seq_len} is too small")
+
+    @property
+    def weights(self) -> tuple[ModelFile, ...]:
+        return tuple(f for f in self.files if f.role == "weights")
+
+    def with_checksum(self) -> ModelManifest:
+        return replace(self, checksum=combined_checksum(self.files))
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["files"] = [asdict(f) for f in self.files]
+        data["manifest_version"] = MANIFEST_VERSION
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], *, where: str = "manifest") -> ModelManifest:
+        try:
+            files = tuple(ModelFile(**f) for f in data.get("files", ()))
+            known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "files"}
+            return cls(files=files, **known)
+        except TypeError as exc:
+            raise ModelFormatError(f"{where} is not a valid model manifest: {exc}") from None
+
+
+def combined_checksum(files: tuple[ModelFile, ...]) -> str:
+    h = hashlib.sha256()
+    for f in sorted(files, key=lambda f: f.path):
+        h.update(f"{f.sha256}  {f.path}\n".encode())
+    return h.hexdigest()
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_manifest(model_dir: Path) -> ModelManifest:
+    path = model_dir / MANIFEST_NAME
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelFormatError(f"{model_dir} has no {MANIFEST_NAME}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFormatError(
+            f"{path} cannot be read: {exc}", hint="reinstall the model (llm-tpu models pull/import)"
+        ) from None
+    if not isinstance(data, dict):
+        raise ModelFormatError(f"{path} is not a JSON object")
+    return ModelManifest.from_json(data, where=str(path))
+
+
+def write_manifest(model_dir: Path, manifest: ModelManifest) -> Path:
+    """Write the manifest atomically (temp file, fsync, rename)."""
+    path = model_dir / MANIFEST_NAME
+    fd, tmp = tempfile.mkstemp(prefix=".manifest.", dir=model_dir)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(manifest.to_json(), fh, indent=2, sort_keys=True)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
