@@ -20,6 +20,7 @@ service turns them into JSON with :attr:`ApplianceError.http_status`.
     │   ├── ServiceUnavailable       the service is loading, failed or not reachable
     │   ├── QueueFull                too many requests are waiting
     │   └── RequestCancelled         the client went away or the deadline passed
+    │       └── DeadlineExceeded     the request's deadline passed (queued or generating)
     └── ProvisioningError            TPU memory layout, memory_edit, model install, first boot
         ├── LayoutDoesNotFit         no layout within the board's maxima holds the model
         ├── BootImageError           the produced boot image failed verification
@@ -33,6 +34,7 @@ __all__ = [
     "BootImageError",
     "ConfigError",
     "ContextOverflow",
+    "DeadlineExceeded",
     "DownloadError",
     "EngineError",
     "EngineUnavailable",
@@ -141,6 +143,11 @@ class QueueFull(ServiceError):
 class RequestCancelled(ServiceError):
     http_status = 499
     code = "cancelled"
+
+
+class DeadlineExceeded(RequestCancelled):
+    http_status = 504
+    code = "deadline_exceeded"
 
 
 class ProvisioningError(ApplianceError):
