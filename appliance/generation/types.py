@@ -40,6 +40,8 @@ def validate_messages(raw: Sequence[Mapping[str, Any] | Message]) -> list[Messag
         raise InvalidRequest("messages is empty", hint="send at least one message with role 'user'")
     out: list[Message] = []
     for i, m in enumerate(raw):
+        role: Any
+        content: Any
         if isinstance(m, Message):
             role, content = m.role, m.content
         elif isinstance(m, Mapping):
@@ -54,7 +56,7 @@ def validate_messages(raw: Sequence[Mapping[str, Any] | Message]) -> list[Messag
             raise InvalidRequest(f"messages[{i}].content must be a string")
         if role == "system" and i != 0:
             raise InvalidRequest(f"messages[{i}] is a system message", hint="put the system message first")
-        out.append(Message(role, content))  # type: ignore[arg-type]
+        out.append(Message(role, content))
     if out[-1].role != "user":
         raise InvalidRequest(
             f"the last message has role {out[-1].role!r}", hint="the last message must come from the user"

@@ -1,0 +1,140 @@
+"""The host engine: transformers + torch on the CPU, for machines without a TPU.
+
+A hand-written KV-cache loop (one forward per token on a DynamicCache, logits of the last position
+only) instead of ``generate`` + ``TextIteratorStreamer``: no streamer thread, no per-step logits
+processors, and the cache survives between requests so the loop can reuse a conversation's prefix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from appliance.engine.protocol import (
+    Capabilities,
+    DeviceSampling,
+    EngineInfo,
+    EngineLimits,
+    StepOutput,
+)
+from appliance.errors import ContextOverflow, EngineUnavailable, ModelLoadError
+
+__all__ = ["DEFAULT_MAX_SEQ_LEN", "HostEngine"]
+
+DEFAULT_MAX_SEQ_LEN = 4096
+_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _import_torch() -> Any:
+    try:
+        import torch
+        import transformers
+    except ImportError:
+        raise EngineUnavailable(
+            "the host engine needs torch and transformers, which are not installed",
+            hint="pip install 'llm-tpu-appliance[host]' (or run on a box with a TPU)",
+        ) from None
+    transformers.utils.logging.disable_progress_bar()  # no progress bars in a service's log
+    transformers.utils.logging.set_verbosity_error()
+    return torch
+
+
+class HostEngine:
+    """A causal LM from a HF directory (safetensors + config.json) on the CPU."""
+
+    def __init__(
+        self,
+        model_dir: Path,
+        *,
+        threads: int | None = None,
+        dtype: str = "float32",
+        max_seq_len: int | None = None,
+    ) -> None:
+        torch = _import_torch()
+        from transformers import AutoModelForCausalLM, DynamicCache
+
+        if dtype not in _DTYPES:
+            raise ModelLoadError(f"host engine dtype {dtype!r} is not one of {_DTYPES}")
+        if threads:
+            torch.set_num_threads(threads)
+        self._torch = torch
+        self._cache_cls = DynamicCache
+        try:
+            self._model = AutoModelForCausalLM.from_pretrained(
+                str(model_dir), dtype=getattr(torch, dtype), low_cpu_mem_usage=True
+            )
+        except Exception as exc:  # transformers raises many kinds for bad files
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelLoadError(
+                f"cannot load the model in {model_dir}: {reason}",
+                hint="the model files may be incomplete or corrupt: reinstall the model",
+            ) from None
+        self._model.eval()
+        config = self._model.config
+        trained = int(getattr(config, "max_position_embeddings", 0) or DEFAULT_MAX_SEQ_LEN)
+        self._limits = EngineLimits(
+            max_seq_len=min(trained, max_seq_len or DEFAULT_MAX_SEQ_LEN),
+            vocab_size=int(config.vocab_size),
+        )
+        self._info = EngineInfo(
+            kind="host",
+            model_path=str(model_dir),
+            details={"dtype": dtype, "threads": str(torch.get_num_threads()), "arch": config.model_type},
+        )
+        self._cache: Any = self._cache_cls()
+        self._n_past = 0
+
+    @property
+    def info(self) -> EngineInfo:
+        return self._info
+
+    @property
+    def limits(self) -> EngineLimits:
+        return self._limits
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(returns_logits=True, device_sampling=False, prefix_reuse=True)
+
+    @property
+    def n_past(self) -> int:
+        return self._n_past
+
+    def _forward(self, ids: Sequence[int]) -> StepOutput:
+        torch = self._torch
+        if not ids:
+            raise ValueError("prefill needs at least one token id")
+        if self._n_past + len(ids) > self._limits.max_seq_len:
+            raise ContextOverflow(
+                f"{self._n_past + len(ids)} positions exceed the model's context of {self._limits.max_seq_len}"
+            )
+        if min(ids) < 0 or max(ids) >= self._limits.vocab_size:
+            raise ValueError(f"token id out of range for a vocabulary of {self._limits.vocab_size}")
+        with torch.inference_mode():
+            x = torch.tensor([list(ids)], dtype=torch.long)
+            out = self._model(input_ids=x, past_key_values=self._cache, use_cache=True, logits_to_keep=1)
+        self._cache = out.past_key_values
+        self._n_past += len(ids)
+        logits = out.logits[0, -1].float().numpy().astype(np.float32, copy=False)
+        return StepOutput(logits=logits)
+
+    def prefill(self, ids: Sequence[int], sampling: DeviceSampling | None = None) -> StepOutput:
+        return self._forward(ids)
+
+    def decode(self, token: int, sampling: DeviceSampling | None = None) -> StepOutput:
+        return self._forward((token,))
+
+    def truncate(self, n: int) -> None:
+        if n <= 0:
+            self._cache = self._cache_cls()
+            self._n_past = 0
+        elif n < self._n_past:
+            self._cache.crop(n)
+            self._n_past = n
+
+    def close(self) -> None:
+        self._cache = self._cache_cls()
+        self._n_past = 0

@@ -1,0 +1,203 @@
+"""The generation loop every engine serves: template, window, prefix reuse, sampling, stops, streaming.
+
+One Generator owns one engine and remembers which token ids the engine's KV cache holds. A new
+request whose prompt starts with those ids prefills only the rest (the second turn of a conversation
+does not pay again for the first). Not thread-safe: the service runs it on one worker thread.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+from appliance.engine.protocol import DeviceSampling, Engine, StepOutput
+from appliance.errors import InvalidRequest
+from appliance.generation.sampling import Sampler
+from appliance.generation.templates import ChatTemplate
+from appliance.generation.textstream import IncrementalDecoder, StopStringFilter
+from appliance.generation.tokenizer import ChatTokenizer
+from appliance.generation.types import (
+    DoneReason,
+    Finished,
+    GenerationEvent,
+    GenerationOptions,
+    Message,
+    Notice,
+    TextDelta,
+    Timings,
+    validate_messages,
+)
+from appliance.generation.window import fit_history
+
+__all__ = ["Generator", "common_prefix"]
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class Generator:
+    """Runs chats on one engine."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        tokenizer: ChatTokenizer,
+        template: ChatTemplate,
+        *,
+        load_duration_ns: int = 0,
+        prefix_reuse: bool = True,
+    ) -> None:
+        self.engine = engine
+        self.tokenizer = tokenizer
+        self.template = template
+        self.prefix_reuse = prefix_reuse and engine.capabilities.prefix_reuse
+        self._cached: list[int] = []  # ids whose KV the engine holds, in order
+        self._pending_load_ns = load_duration_ns
+
+    @property
+    def max_seq_len(self) -> int:
+        return self.engine.limits.max_seq_len
+
+    def reset(self) -> None:
+        """Forget the cached conversation."""
+        self.engine.truncate(0)
+        self._cached = []
+
+    def prompt_ids(
+        self, messages: Sequence[Message | Mapping[str, Any]], options: GenerationOptions
+    ) -> list[int]:
+        """The token ids the model would see for these messages (after windowing)."""
+        return list(self._window(validate_messages(messages), options).prompt_ids)
+
+    def _reserve(self, options: GenerationOptions) -> int:
+        if options.reserve_tokens is not None:
+            return min(options.reserve_tokens, self.max_seq_len - 1)
+        return max(1, min(options.max_new_tokens, self.max_seq_len // 4))
+
+    def _window(self, messages: list[Message], options: GenerationOptions) -> Any:
+        return fit_history(
+            messages, self.template, max_seq_len=self.max_seq_len, reserve=self._reserve(options)
+        )
+
+    def _prefill(self, ids: list[int], sampling: DeviceSampling | None) -> tuple[StepOutput, int]:
+        """Prefill ``ids``, reusing the cached prefix; returns the output and the tokens reused."""
+        keep = common_prefix(self._cached, ids) if self.prefix_reuse else 0
+        keep = min(keep, len(ids) - 1)  # at least one token must run to get the next-token output
+        if keep != self.engine.n_past:
+            self.engine.truncate(keep)
+        self._cached = ids[:keep]
+        out = self.engine.prefill(ids[keep:], sampling)
+        self._cached = list(ids)
+        return out, keep
+
+    def generate(
+        self,
+        messages: Sequence[Message | Mapping[str, Any]],
+        options: GenerationOptions | None = None,
+        *,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Iterator[GenerationEvent]:
+        """Stream TextDelta / Notice events, then exactly one Finished."""
+        options = options or GenerationOptions()
+        start = time.perf_counter_ns()
+        window = self._window(validate_messages(messages), options)
+        if window.dropped_turns:
+            yield Notice(
+                f"dropped the {window.dropped_turns} oldest turn(s) of the conversation to fit the "
+                f"model's context of {self.max_seq_len} tokens"
+            )
+        prompt = list(window.prompt_ids)
+        sampler = Sampler(options)
+        decoder = IncrementalDecoder(self.tokenizer)
+        stops = StopStringFilter(options.stop)
+        device = self.engine.capabilities.device_sampling and not options.greedy
+        stop_ids = self.template.stop_ids
+        load_ns, self._pending_load_ns = self._pending_load_ns, 0
+
+        def sampling_request() -> DeviceSampling | None:
+            if not device:
+                return None
+            return DeviceSampling(
+                temperature=options.temperature,
+                top_p=options.top_p,
+                top_k=options.top_k,
+                repetition_penalty=options.repetition_penalty,
+                recent_ids=tuple(sampler.recent(self._cached)),
+            )
+
+        def choose(out: StepOutput) -> int:
+            if out.token is not None:
+                return out.token
+            if out.candidates is not None:
+                return sampler.from_candidates(*out.candidates)
+            if out.logits is None:
+                raise InvalidRequest("the engine returned no output")  # engine bug; never expected
+            return sampler.from_logits(out.logits, self._cached)
+
+        try:
+            out, reused = self._prefill(prompt, sampling_request())
+        except BaseException:
+            self.reset()
+            raise
+        first_ns = time.perf_counter_ns()
+        generated: list[int] = []
+        pieces: list[str] = []
+        reason: DoneReason | None = None
+        try:
+            while True:
+                token = choose(out)
+                if token in stop_ids:
+                    reason = "stop"
+                    break
+                generated.append(token)
+                text = stops.feed(decoder.push(token))
+                if text:
+                    pieces.append(text)
+                    yield TextDelta(text)
+                if stops.stopped:
+                    reason = "stop"
+                    break
+                if len(generated) >= options.max_new_tokens:
+                    reason = "length"
+                    break
+                if self.engine.n_past >= self.max_seq_len:
+                    reason = "context"
+                    break
+                if should_stop is not None and should_stop():
+                    reason = "cancelled"
+                    break
+                out = self.engine.decode(token, sampling_request())
+                self._cached.append(token)
+        except GeneratorExit:
+            raise  # the consumer closed us between steps: the cache is consistent, keep it
+        except BaseException:
+            self.reset()  # the cache may be mid-step: never trust it again
+            raise
+        if not stops.stopped:
+            tail = stops.feed(decoder.flush())
+            if stops.stopped:
+                reason = "stop"
+            else:
+                tail += stops.flush()
+            if tail:
+                pieces.append(tail)
+                yield TextDelta(tail)
+        end = time.perf_counter_ns()
+        timings = Timings(
+            load_duration=load_ns,
+            prompt_eval_count=len(prompt) - reused,
+            prompt_eval_duration=first_ns - start,
+            eval_count=len(generated),
+            eval_duration=end - first_ns,
+            time_to_first_token=first_ns - start,
+            total_duration=end - start + load_ns,
+            prompt_tokens=len(prompt),
+            reused_tokens=reused,
+        )
+        yield Finished("".join(pieces), reason, timings, window.dropped_turns, tuple(generated))

