@@ -1,0 +1,1 @@
+"""Sophgo bmodels: reader, memory figures and the `models info` report."""
