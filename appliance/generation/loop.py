@@ -117,7 +117,7 @@ class Generator:
         decoder = IncrementalDecoder(self.tokenizer)
         stops = StopStringFilter(options.stop)
         device = self.engine.capabilities.device_sampling and not options.greedy
-        stop_ids = self.template.stop_ids
+        stop_ids = frozenset() if options.ignore_eos else self.template.stop_ids
         load_ns, self._pending_load_ns = self._pending_load_ns, 0
 
         def sampling_request() -> DeviceSampling | None:

@@ -76,7 +76,8 @@ class GenerationOptions:
     repeat_last_n: int = 32
     seed: int | None = None
     stop: tuple[str, ...] = ()
-    reserve_tokens: int | None = None  # room kept for the answer when windowing; default min(max_new, 256)
+    reserve_tokens: int | None = None  # room kept for the answer when windowing; default min(max_new, ctx/4)
+    ignore_eos: bool = False  # benchmarks: run to max_new_tokens whatever the model says
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:

@@ -84,13 +84,19 @@ def _convert(gguf: Path, out: Path) -> None:
     tok.save_pretrained(str(out))
 
 
+def _role(name: str) -> str:
+    if name.endswith(".safetensors"):
+        return "weights"
+    return "config" if name in ("config.json", "generation_config.json") else "tokenizer"
+
+
 def _manifest(out: Path) -> ModelManifest:
     files = tuple(
         ModelFile(
             path=p.name,
             size=p.stat().st_size,
             sha256=sha256_file(p),
-            role="weights" if p.suffix == ".safetensors" else "tokenizer",
+            role=_role(p.name),
         )
         for p in sorted(out.iterdir())
         if p.is_file() and p.name != MANIFEST_NAME

@@ -1,0 +1,104 @@
+"""`llm-tpu models ...`: list installed models and show what a model (or a .bmodel file) is."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from appliance.models import embedded
+from appliance.models.store import ModelStore
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def run_list(args: argparse.Namespace) -> int:
+    store = ModelStore()
+    models, problems = store.installed()
+    rows = [
+        {
+            "name": m.name,
+            "family": m.manifest.family,
+            "engine": m.manifest.engine,
+            "quantization": m.manifest.quantization,
+            "max_seq_len": m.manifest.max_seq_len,
+            "size": sum(f.size for f in m.manifest.files),
+            "path": str(m.path),
+        }
+        for m in models
+    ]
+    try:
+        embedded_available = embedded.gguf_path().is_file()
+    except Exception:
+        embedded_available = False
+    if args.json:
+        print(json.dumps({"models": rows, "embedded": embedded_available, "problems": problems}, indent=2))
+        return 0
+    if rows:
+        print(f"{'NAME':<28} {'FAMILY':<11} {'ENGINE':<6} {'QUANT':<14} {'SEQ':>6} {'SIZE':>10}")
+        for r, m in zip(rows, models, strict=True):
+            print(
+                f"{r['name']:<28} {r['family']:<11} {r['engine']:<6} {str(r['quantization'])[:14]:<14} "
+                f"{r['max_seq_len']:>6} {_human(float(sum(f.size for f in m.manifest.files))):>10}"
+            )
+    else:
+        print("no models installed in " + ", ".join(str(r) for r in store.roots))
+    if embedded_available:
+        print(f"embedded default: {embedded.NAME} (used when no --model is given)")
+    for line in problems:
+        print(f"warning: {line}", file=sys.stderr)
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    path = Path(args.model).expanduser()
+    if path.suffix == ".bmodel" and path.is_file():
+        from appliance.bmodel.report import print_bmodel_info
+
+        return print_bmodel_info(path, as_json=args.json)
+    model = ModelStore().resolve(args.model)
+    data = model.manifest.to_json()
+    data["path"] = str(model.path)
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    for key in (
+        "name",
+        "family",
+        "engine",
+        "template",
+        "quantization",
+        "max_seq_len",
+        "source",
+        "path",
+        "checksum",
+    ):
+        print(f"{key:<13} {data.get(key)}")
+    print("files:")
+    for f in model.manifest.files:
+        print(f"  {f.path:<40} {_human(f.size):>10}  {f.role}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list, inspect and install models", description=__doc__)
+    msub = p.add_subparsers(dest="models_command", metavar="ACTION")
+    ls = msub.add_parser("list", help="list installed models", description="List installed models.")
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
+    ls.set_defaults(func=run_list)
+    info = msub.add_parser(
+        "info",
+        help="show a model or a .bmodel file",
+        description="Show an installed model's manifest, or the nets, shapes and memory of a .bmodel file.",
+    )
+    info.add_argument("model", help="model name, model directory or .bmodel file")
+    info.add_argument("--json", action="store_true", help="machine-readable output")
+    info.set_defaults(func=run_info)
+    p.set_defaults(func=lambda args: p.print_help() or 2)
