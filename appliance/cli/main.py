@@ -20,7 +20,11 @@ COMMAND_MODULES: tuple[str, ...] = (
     "appliance.cli.ask_cmd",
     "appliance.cli.models_cmd",
     "appliance.cli.bench_cmd",
+    "appliance.cli.serve_cmd",
+    "appliance.cli.status_cmd",
+    "appliance.cli.config_cmd",
     "appliance.cli.version_cmd",
+    "provisioning.cli",
 )
 
 
