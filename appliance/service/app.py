@@ -1,0 +1,224 @@
+"""The aiohttp application: middlewares (errors as JSON, TCP bearer auth, metrics) and the read-only routes.
+
+The chat routes live in chat_api.py. Requests over the Unix socket are local whatever their Host
+header says (aiohttp does not check Host; nothing here does either); requests over TCP need the
+bearer token except for /health.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from appliance import __version__
+from appliance.errors import ApplianceError
+from appliance.service import chat_api
+from appliance.service.http_errors import HttpError, error_response
+from appliance.service.metrics import CONTENT_TYPE_LATEST
+from appliance.service.openapi import openapi_document
+from appliance.service.state import STATE, ServiceState, tpu_status
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    state = request.app[STATE]
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except ApplianceError as err:
+        status = err.http_status
+        return error_response(err, request, retry_after=state.config.scheduler.retry_after_s)
+    except web.HTTPRequestEntityTooLarge:
+        status = 413
+        limit = state.config.server.max_body_bytes
+        return error_response(
+            HttpError(
+                413,
+                "body_too_large",
+                f"the request body is larger than {limit} bytes",
+                "send a shorter conversation or raise server.max_body_bytes",
+            ),
+            request,
+        )
+    except web.HTTPException as exc:
+        status = exc.status
+        if exc.status < 400:
+            raise
+        text = {404: f"no route {request.path}", 405: f"{request.method} is not allowed on {request.path}"}
+        message = text.get(exc.status, exc.reason)
+        return error_response(
+            HttpError(
+                exc.status, exc.reason.lower().replace(" ", "_"), message, "see GET /openapi.json for the API"
+            ),
+            request,
+        )
+    except Exception:
+        log.exception("unexpected error in %s %s", request.method, request.path)
+        return error_response(
+            HttpError(
+                500, "internal_error", "internal error in the service; see its log", "journalctl -u llm-tpu"
+            ),
+            request,
+        )
+    finally:
+        state.metrics.requests.labels(route, str(status)).inc()
+
+
+@web.middleware
+async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    over_tcp = isinstance(sockname, tuple)
+    if over_tcp and request.path != "/health":
+        token = request.app[STATE].tcp_token
+        given = request.headers.get("Authorization", "")
+        scheme, _, value = given.partition(" ")
+        if (
+            not token
+            or scheme.lower() != "bearer"
+            or not hmac.compare_digest(value.strip().encode(), token.encode())
+        ):
+            err = HttpError(
+                401,
+                "unauthorized",
+                "a valid bearer token is required over TCP",
+                "send 'Authorization: Bearer <token>' with the token from server.tcp.token_file",
+            )
+            resp = error_response(err, request)
+            resp.headers["WWW-Authenticate"] = "Bearer"
+            return resp
+    return await handler(request)
+
+
+async def health(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    if state.phase == "ready":
+        return web.json_response({"status": "ok"})
+    body: dict[str, Any] = {"status": state.phase}
+    if state.failure is not None:
+        body["reason"] = state.failure.message
+        if state.failure.hint:
+            body["hint"] = state.failure.hint
+    elif state.phase == "loading":
+        body["reason"] = f"loading model {state.config.model.ref!r}"
+    else:
+        body["reason"] = "the service is stopping"
+    return web.json_response(
+        body, status=503, headers={"Retry-After": str(state.config.scheduler.retry_after_s)}
+    )
+
+
+async def status(request: web.Request) -> web.Response:
+    from appliance.cli.version_cmd import versions
+
+    state = request.app[STATE]
+    m = state.model
+    model: dict[str, Any] = {"ref": state.config.model.ref, "engine": state.config.model.engine}
+    if m is not None:
+        info = m.engine.info
+        model.update(
+            name=m.name,
+            engine=info.kind,
+            engine_details=info.details,
+            max_seq_len=m.engine.limits.max_seq_len,
+            load_seconds=round(m.load_duration_ns / 1e9, 3),
+            **{k: v for k, v in m.details.items() if k != "max_seq_len"},
+        )
+    sched = state.scheduler
+    body = {
+        "status": state.phase,
+        "error": state.failure.to_dict() if state.failure else None,
+        "model": model,
+        "queue": {"running": int(sched.busy), "waiting": sched.queue_depth, "size": sched.queue_size},
+        "uptime_s": round(time.monotonic() - state.started, 3),
+        "pid": os.getpid(),
+        "socket": str(state.socket_path) if state.socket_path else None,
+        "tcp": state.config.server.tcp.enabled,
+        "versions": versions(),
+        "tpu": tpu_status(),
+    }
+    return web.json_response(body)
+
+
+async def v1_models(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    data = []
+    if state.model is not None:
+        created = int(state.started_wall)
+        data.append({"id": state.model.name, "object": "model", "created": created, "owned_by": "llm-tpu"})
+    return web.json_response({"object": "list", "data": data})
+
+
+def _ollama_model(state: ServiceState) -> dict[str, Any] | None:
+    m = state.model
+    if m is None:
+        return None
+    return {
+        "name": m.name,
+        "model": m.name,
+        "modified_at": _iso(state.started_wall),
+        "size": int(m.details.get("memory_need_bytes") or 0),
+        "digest": str(m.details.get("checksum") or ""),
+        "details": {
+            "family": str(m.details.get("family", "")),
+            "format": m.engine.info.kind,
+            "quantization_level": str(m.details.get("quantization", "")),
+        },
+    }
+
+
+async def api_tags(request: web.Request) -> web.Response:
+    entry = _ollama_model(request.app[STATE])
+    return web.json_response({"models": [entry] if entry else []})
+
+
+async def api_ps(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    entry = _ollama_model(state)
+    if entry is None or state.phase != "ready":
+        return web.json_response({"models": []})
+    entry.update(expires_at="9999-12-31T23:59:59Z", size_vram=entry["size"])
+    return web.json_response({"models": [entry]})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[STATE].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(text=json.dumps(openapi_document(__version__)), content_type="application/json")
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def create_app(state: ServiceState) -> web.Application:
+    app = web.Application(middlewares=[_errors, _auth], client_max_size=state.config.server.max_body_bytes)
+    app[STATE] = state
+    app.router.add_get("/health", health)
+    app.router.add_get("/api/status", status)
+    app.router.add_get("/api/tags", api_tags)
+    app.router.add_get("/api/ps", api_ps)
+    app.router.add_get("/v1/models", v1_models)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/openapi.json", openapi)
+    app.router.add_post("/api/chat", chat_api.ollama_chat)
+    app.router.add_post("/v1/chat/completions", chat_api.openai_chat)
+    return app

@@ -1,0 +1,138 @@
+"""The service's shared state and the model it serves (how a model is loaded for serving)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from appliance.config.schema import ApplianceConfig, ModelSection
+from appliance.engine.protocol import Engine
+from appliance.errors import ApplianceError, ConfigError, ServiceUnavailable
+from appliance.service.metrics import ServiceMetrics
+from appliance.service.scheduler import ChatGenerator, Scheduler
+
+__all__ = ["STATE", "ServedModel", "ServiceState", "load_served_model", "tpu_status"]
+
+
+@dataclass
+class ServedModel:
+    """The one model the service runs, with what the API reports about it."""
+
+    name: str
+    generator: ChatGenerator
+    engine: Engine
+    load_duration_ns: int
+    close: Callable[[], None]
+    details: dict[str, Any] = field(default_factory=dict)
+    aliases: frozenset[str] = frozenset()
+
+    def answers_to(self, requested: str) -> bool:
+        """Clients must name a model; accept ours by any of its names (or none)."""
+        return requested in ("", self.name) or requested in self.aliases
+
+
+@dataclass
+class ServiceState:
+    config: ApplianceConfig
+    scheduler: Scheduler
+    metrics: ServiceMetrics
+    socket_path: Path | None = None
+    tcp_token: str | None = None
+    phase: str = "loading"  # loading | ready | failed | stopping
+    failure: ApplianceError | None = None
+    model: ServedModel | None = None
+    started: float = field(default_factory=time.monotonic)
+    started_wall: float = field(default_factory=time.time)
+
+    def require_model(self) -> ServedModel:
+        if self.phase == "stopping":
+            raise ServiceUnavailable("the service is stopping", hint="retry once it has restarted")
+        if self.model is None or self.phase != "ready":
+            if self.failure is not None:
+                raise ServiceUnavailable(
+                    f"the model failed to load: {self.failure.message}", hint=self.failure.hint
+                )
+            raise ServiceUnavailable("the model is still loading", hint="retry when GET /health answers 200")
+        return self.model
+
+
+def _scripted(section: ModelSection) -> ServedModel:
+    from appliance.engine.scripted import ScriptedEngine, script_from_text
+    from appliance.generation.loop import Generator
+    from appliance.generation.templates import make_template
+    from appliance.generation.tokenizer import ChatTokenizer
+
+    start = time.perf_counter_ns()
+    tok_dir = Path(section.ref)
+    if not (tok_dir / "tokenizer.json").is_file():
+        raise ConfigError(
+            f"model.ref {section.ref!r} has no tokenizer.json",
+            hint="the scripted engine needs model.ref to be a directory with a tokenizer.json",
+        )
+    tokenizer = ChatTokenizer.from_dir(tok_dir)
+    engine = ScriptedEngine(
+        script_from_text(tok_dir / "tokenizer.json", section.scripted.text),
+        vocab_size=tokenizer.vocab_size,
+        step_delay_s=section.scripted.step_delay_ms / 1000,
+        prefill_delay_per_token_s=section.scripted.prefill_delay_ms / 1000,
+        model_path=str(tok_dir),
+    )
+    load_ns = time.perf_counter_ns() - start
+    generator = Generator(engine, tokenizer, make_template("tokenizer", tokenizer), load_duration_ns=load_ns)
+    name = section.name or "scripted"
+    return ServedModel(
+        name, generator, engine, load_ns, engine.close, {"family": "scripted"}, frozenset({section.ref})
+    )
+
+
+def load_served_model(section: ModelSection) -> ServedModel:
+    """Load the configured model (runs on the engine thread; may take minutes on a device)."""
+    if section.engine == "scripted":
+        return _scripted(section)
+    from appliance.models.loader import load_model
+
+    loaded = load_model(section.ref, engine=None if section.engine == "auto" else section.engine)
+    manifest = loaded.manifest
+    details = {
+        "family": manifest.family,
+        "quantization": manifest.quantization,
+        "max_seq_len": loaded.engine.limits.max_seq_len,
+        "checksum": manifest.checksum,
+        "path": str(loaded.model.path),
+        "memory_need_bytes": manifest.memory_need_bytes,
+    }
+    name = section.name or loaded.name
+    return ServedModel(
+        name,
+        loaded.generator,
+        loaded.engine,
+        loaded.load_duration_ns,
+        loaded.close,
+        details,
+        frozenset({loaded.name, section.ref}),
+    )
+
+
+def tpu_status() -> dict[str, Any]:
+    """TPU device nodes and ION heap use, where this process can see them (root on the box)."""
+    devices = sorted(str(p) for p in Path("/dev").glob("bm-sophon*"))
+    out: dict[str, Any] = {"devices": devices, "ctl": os.path.exists("/dev/bmdev-ctl")}
+    try:
+        from provisioning.ion import IonUnavailable, read_heaps
+    except ImportError:
+        return out
+    try:
+        out["heaps"] = {name: dataclasses.asdict(h) for name, h in read_heaps(Path("/")).items()}
+    except (IonUnavailable, OSError) as exc:
+        out["heaps_unavailable"] = str(exc)
+    return out
+
+
+STATE: web.AppKey[ServiceState] = web.AppKey("state", ServiceState)
