@@ -55,9 +55,11 @@ def _heap(ion_dir: Path, name: str) -> HeapInfo | None:
             size = int(match["size"])
     if size < 0:
         raise IonUnavailable(f"{dump} has neither total_mem nor a readable summary")
+    # An idle heap is one free block; once used, the summary cannot tell fragmentation apart.
     return HeapInfo(
         name=name,
         size_mib=bytes_to_mib(size),
+        largest_free_mib=bytes_to_mib(size) if used == 0 else None,
         used_mib=-(-used // (1 << 20)),  # round used up: free space is never overstated
         peak_mib=-(-peak // (1 << 20)),
     )

@@ -6,6 +6,7 @@ Every system path the provisioning code touches is resolved under :attr:`Provisi
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,9 @@ class ProvisioningSettings(BaseModel):
     dts_name: str | None = Field(None, description="device tree to edit; default: the one the box booted")
     auto_rollback: bool = Field(True, description="restore the previous boot image when verify fails")
     firstboot_reboot: bool = Field(False, description="let the first-boot unit reboot after staging a layout")
+    reboot_command: list[str] = Field(
+        default_factory=lambda: ["systemctl", "reboot"], description="run by apply --reboot"
+    )
     firstboot_models: list[str] = Field(default_factory=list, description="models to pull at first boot")
 
     @field_validator("memory_edit_kit_sha256")
@@ -77,10 +81,27 @@ class ProvisioningSettings(BaseModel):
         return self.path("/var/lib/llm-tpu/provision")
 
 
+DEFAULT_CONFIG = Path("/etc/llm-tpu/appliance.yaml")
+
+
+def config_files(explicit: Path | None) -> list[Path]:
+    """An explicit file, else the appliance config and its conf.d drop-ins (in lexical order)."""
+    if explicit is not None:
+        return [explicit]
+    main = Path(os.environ.get("LLM_TPU_CONFIG") or DEFAULT_CONFIG)
+    files = [main] if main.is_file() else []
+    dropins = main.parent / "conf.d"
+    return files + (sorted(dropins.glob("*.yaml")) if dropins.is_dir() else [])
+
+
 def load_settings(config_file: Path | None = None, **overrides: Any) -> ProvisioningSettings:
-    """Settings from a YAML file (its ``provisioning:`` key, or the whole file), then CLI overrides."""
+    """The ``provisioning:`` sections of the config files (later files win key by key), then overrides.
+
+    A file holding only provisioning keys (no ``provisioning:`` wrapper) is accepted too.
+    """
     data: dict[str, Any] = {}
-    if config_file is not None:
+    files = config_files(config_file)
+    for config_file in files:
         try:
             raw = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
         except OSError as exc:
@@ -96,6 +117,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Provisio
         if not isinstance(section, dict):
             raise ConfigError(f"{config_file}: provisioning: must be a mapping")
         data.update(section)
+    config_file = files[-1] if files else None
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return ProvisioningSettings(**data)
