@@ -1,0 +1,90 @@
+"""The bmrt engine: an LLM bmodel on libsophon (a BM1684X device) or on the x86 cmodel."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from appliance.bmodel.reader import read_bmodel
+from appliance.engine.bmrt.layout import LayoutError, LlmLayout, discover_layout
+from appliance.engine.bmrt.lib import find_libdir, load_libs
+from appliance.engine.bmrt.runner import SUFFIX_DECODE_MAX, LlmRunner
+from appliance.engine.bmrt.runtime import BmrtBackend
+from appliance.engine.protocol import EngineInfo
+from appliance.errors import ModelFormatError, ModelLoadError
+
+__all__ = ["BmrtEngine", "layout_details"]
+
+log = logging.getLogger(__name__)
+
+
+def layout_details(layout: LlmLayout) -> dict[str, str]:
+    return {
+        "layout": (
+            f"{layout.layers} layers, seq {layout.seq_len}, {layout.dtype_name}, "
+            f"lm_head {'greedy' if layout.lm_head_greedy else 'logits'}, "
+            f"heads {','.join(layout.heads) or 'none'}, "
+            f"{'dynamic' if layout.dynamic_prefill else 'static'} prefill, "
+            f"KV {'io_alone' if layout.cache_addr_mode == 1 else 'app buffers'}"
+        ),
+        "devices": str(layout.devices),
+        "prefix_reuse": "decode steps for short suffixes, re-prefill from 0 otherwise",
+    }
+
+
+class BmrtEngine(LlmRunner):
+    """Engine protocol over bmrt. ``open`` finds the runtime, loads the bmodel, checks the layout."""
+
+    @classmethod
+    def open(
+        cls,
+        bmodel: Path | str,
+        *,
+        libdir: str | Path | None = None,
+        allow_cmodel: bool = False,
+        devices: Sequence[int] | None = None,
+        decrypt_lib: str | Path | None = None,
+        suffix_decode_max: int = SUFFIX_DECODE_MAX,
+        vocab_size: int | None = None,
+    ) -> BmrtEngine:
+        bmodel = Path(bmodel)
+        device_num = 1
+        try:
+            device_num = read_bmodel(bmodel).device_num
+        except ModelFormatError as err:
+            # An encrypted bmodel cannot be read without its key; the runtime decrypts it on load.
+            if not (decrypt_lib and "encrypted" in err.message):
+                if "encrypted" in err.message:
+                    raise ModelFormatError(
+                        err.message,
+                        hint="pass the cipher library that decrypts it: engine option decrypt_lib=PATH",
+                    ) from None
+                raise
+        if devices is None:
+            devices = list(range(device_num))
+        if len(devices) != device_num:
+            raise ModelLoadError(
+                f"{bmodel.name} is compiled for {device_num} device(s), {len(devices)} were given",
+                hint=f"pass {device_num} device ids",
+            )
+        libs = load_libs(find_libdir(libdir, allow_cmodel=allow_cmodel))
+        backend = BmrtBackend(
+            libs, bmodel, devices=devices, decrypt_lib=Path(decrypt_lib) if decrypt_lib else None
+        )
+        try:
+            layout = discover_layout(list(backend.nets.values()), device_num=device_num)
+        except LayoutError as exc:
+            backend.close()
+            raise ModelLoadError(
+                f"{bmodel.name} is not a bmodel this engine can run: {exc}",
+                hint="use an LLM-TPU / tpu-mlir llm_convert bmodel (llm-tpu models info FILE shows its nets)",
+            ) from None
+        details = {"libdir": str(libs.libdir), "runtime": "cmodel" if libs.is_cmodel else "libsophon"}
+        details |= layout_details(layout)
+        info = EngineInfo(kind="bmrt", model_path=str(bmodel), details=details)
+        try:
+            return cls(backend, layout, info, suffix_decode_max=suffix_decode_max, vocab_size=vocab_size)
+        except BaseException:
+            backend.close()
+            raise
