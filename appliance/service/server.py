@@ -83,7 +83,8 @@ def bind_unix_socket(path: Path, mode: int, group: str | None) -> socket.socket:
             log.info("group %r does not exist; socket %s keeps its group (user mode)", group, path)
         else:
             try:
-                os.chown(path, -1, gid)
+                if os.stat(path).st_gid != gid:  # under systemd our primary group already is it
+                    os.chown(path, -1, gid)
             except PermissionError:
                 log.warning("cannot give socket %s to group %r; only its owner can connect", path, group)
     sock.listen(128)
