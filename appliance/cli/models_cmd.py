@@ -9,6 +9,7 @@ from pathlib import Path
 
 from appliance.models import embedded
 from appliance.models.store import ModelStore
+from provisioning.models_cli import register_model_commands
 
 
 def _human(n: float) -> str:
@@ -101,4 +102,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     info.add_argument("model", help="model name, model directory or .bmodel file")
     info.add_argument("--json", action="store_true", help="machine-readable output")
     info.set_defaults(func=run_info)
+    register_model_commands(msub)
     p.set_defaults(func=lambda args: p.print_help() or 2)

@@ -1,0 +1,225 @@
+"""Install models into the store atomically: ``<store>/<name>/`` with files and a manifest.
+
+Everything is assembled in a hidden staging directory on the same file system (the store ignores
+dot-directories), checksummed, given its manifest, fsync'ed and only then renamed into place. A crash or
+a full disk leaves at most a hidden directory that the next run cleans up; downloads are kept in
+``<store>/.downloads/<name>/`` so that they resume.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from appliance import paths
+from appliance.errors import ApplianceError, DownloadError, ModelFormatError, ModelNotFound
+from appliance.models.manifest import (
+    MANIFEST_NAME,
+    ModelFile,
+    ModelManifest,
+    read_manifest,
+    sha256_file,
+    write_manifest,
+)
+from provisioning.catalog import CatalogEntry
+
+__all__ = ["import_model", "install_files", "remove_model", "store_root"]
+
+_TOKENIZER_NAMES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "qwen.tiktoken",
+    "tokenization_qwen.py",
+    "special_tokens_map.json",
+    "generation_config.json",
+    "config.json",
+)
+
+
+def store_root() -> Path:
+    return paths.model_dirs()[0]
+
+
+def _bmodel_facts(bmodel: Path) -> dict[str, Any]:
+    """SEQLEN and memory need from the bmodel itself (empty when it cannot be read, e.g. encrypted)."""
+    from appliance.bmodel.memory import bmodel_memory
+    from appliance.bmodel.reader import read_bmodel
+
+    try:
+        info = read_bmodel(bmodel)
+    except ApplianceError:
+        return {}
+    facts: dict[str, Any] = {"memory_need_bytes": bmodel_memory(info).total_bytes}
+    for net in info.nets:
+        if net.name == "embedding" and net.stages and net.stages[0].inputs:
+            facts["max_seq_len"] = int(net.stages[0].inputs[0].shape[-1])
+    return facts
+
+
+def _role(rel: str) -> str:
+    name = Path(rel).name
+    if name.endswith((".bmodel", ".safetensors")):
+        return "weights"
+    if name in _TOKENIZER_NAMES or "token" in rel.lower():
+        return "tokenizer"
+    return "other"
+
+
+def _fsync_tree(root: Path) -> None:
+    for dirpath, _dirs, files in os.walk(root):
+        for f in files:
+            with open(Path(dirpath) / f, "rb") as fh:
+                os.fsync(fh.fileno())
+        fd = os.open(dirpath, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _cleanup_stale(root: Path) -> None:
+    for stale in root.glob(".staging-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    for stale in root.glob(".trash-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _commit(staging: Path, dest: Path) -> None:
+    """Rename the staged directory into place; an existing install is swapped out, then deleted."""
+    old = None
+    if dest.exists():
+        old = dest.with_name(f".trash-{dest.name}-{os.getpid()}")
+        os.replace(dest, old)
+    os.replace(staging, dest)
+    fd = os.open(dest.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _manifest_for(
+    staging: Path, name: str, *, base: ModelManifest | None, entry: CatalogEntry | None, source: str
+) -> ModelManifest:
+    files = []
+    for path in sorted(p for p in staging.rglob("*") if p.is_file() and p.name != MANIFEST_NAME):
+        rel = str(path.relative_to(staging))
+        files.append(ModelFile(path=rel, size=path.stat().st_size, sha256=sha256_file(path), role=_role(rel)))
+    weights = [f for f in files if f.role == "weights"]
+    if not weights:
+        raise ModelFormatError(f"{source} holds no weights (.bmodel or .safetensors)")
+    fields: dict[str, Any] = {}
+    if base is not None:
+        fields = {
+            k: getattr(base, k) for k in ("family", "engine", "template", "max_seq_len", "quantization")
+        }
+        fields["default_system_prompt"] = base.default_system_prompt
+        fields["extra"] = dict(base.extra)
+    if entry is not None:
+        fields.update(
+            family=entry.family,
+            template=entry.template,
+            quantization=entry.quantization,
+            max_seq_len=entry.seq_len,
+        )
+    fields.setdefault("family", "other")
+    fields.setdefault("engine", "auto")
+    bmodels = [staging / w.path for w in weights if w.path.endswith(".bmodel")]
+    if bmodels:
+        fields.update(_bmodel_facts(bmodels[0]))
+    tok = next((f for f in files if Path(f.path).name == "tokenizer.json"), None) or next(
+        (f for f in files if f.role == "tokenizer"), None
+    )
+    extra = dict(fields.pop("extra", {}))
+    if tok is not None:
+        extra["tokenizer_dir"] = str(Path(tok.path).parent)
+    return ModelManifest(name=name, files=tuple(files), source=source, extra=extra, **fields).with_checksum()
+
+
+def install_files(
+    name: str,
+    files: list[Path],
+    *,
+    entry: CatalogEntry | None = None,
+    base: ModelManifest | None = None,
+    source: str = "",
+    move: bool = False,
+    archives: list[Path] | None = None,
+    root: Path | None = None,
+) -> Path:
+    """Install ``files`` (and unpacked ``archives``, e.g. token_config.zip) as model ``name``."""
+    root = root or store_root()
+    root.mkdir(parents=True, exist_ok=True)
+    _cleanup_stale(root)
+    staging = Path(tempfile.mkdtemp(prefix=f".staging-{name}-", dir=root))
+    try:
+        for f in files:
+            (shutil.move if move else shutil.copy2)(str(f), str(staging / f.name))
+        for archive in archives or []:
+            try:
+                with zipfile.ZipFile(archive) as zf:
+                    zf.extractall(staging)
+            except zipfile.BadZipFile:
+                raise DownloadError(f"{archive.name} is not a valid zip archive") from None
+        manifest = _manifest_for(staging, name, base=base, entry=entry, source=source)
+        write_manifest(staging, manifest)
+        _fsync_tree(staging)
+        _commit(staging, root / name)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise DownloadError(
+            f"cannot install {name}: {exc.strerror}", hint=f"check free space and permissions of {root}"
+        ) from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return root / name
+
+
+def import_model(src: Path, name: str | None = None, *, root: Path | None = None) -> Path:
+    """Copy a directory (with or without a manifest) or a single .bmodel into the store."""
+    if not src.exists():
+        raise ModelNotFound(f"{src} does not exist")
+    if src.is_file():
+        return install_files(name or src.stem, [src], source=str(src), root=root)
+    base = read_manifest(src) if (src / MANIFEST_NAME).is_file() else None
+    name = name or (base.name if base else src.name)
+    root = root or store_root()
+    root.mkdir(parents=True, exist_ok=True)
+    _cleanup_stale(root)
+    staging = Path(tempfile.mkdtemp(prefix=f".staging-{name}-", dir=root))
+    try:
+        shutil.copytree(src, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns(MANIFEST_NAME, ".*"))
+        manifest = _manifest_for(staging, name, base=base, entry=None, source=str(src))
+        write_manifest(staging, manifest)
+        _fsync_tree(staging)
+        _commit(staging, root / name)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise DownloadError(
+            f"cannot import {src}: {exc.strerror}", hint=f"check free space on {root}"
+        ) from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return root / name
+
+
+def remove_model(name: str, *, root: Path | None = None) -> Path:
+    root = root or store_root()
+    dest = root / name
+    if not (dest / MANIFEST_NAME).is_file():
+        raise ModelNotFound(f"no installed model {name!r} in {root}", hint="see `llm-tpu models list`")
+    trash = root / f".trash-{name}-{os.getpid()}"
+    os.replace(dest, trash)  # gone from the store in one step; deleting the bytes may take a while
+    shutil.rmtree(trash, ignore_errors=True)
+    return dest
