@@ -63,7 +63,9 @@ def _source_for(sources: Mapping[str, str], key: str) -> str:
         if found:
             return found
         parts.pop()
-    return DEFAULT_SOURCE
+    # A whole unknown section (``modle: {ref: x}``) is reported at its top key; its leaves know the file.
+    children = [src for name, src in sources.items() if name.startswith(key + ".")]
+    return children[-1] if children else DEFAULT_SOURCE
 
 
 def _merge(

@@ -219,13 +219,20 @@ class ChatCompletionRequest(_Request):
         return validate_messages(raw)
 
 
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    prompt_tokens_details: dict[str, int] | None = None  # cached_tokens: prompt served from the KV cache
+
+
 class ChatCompletion(BaseModel):
     id: str
     object: Literal["chat.completion"]
     created: int
     model: str
     choices: list[dict[str, Any]]
-    usage: dict[str, int]
+    usage: Usage
 
 
 class ChatCompletionChunk(BaseModel):
@@ -234,7 +241,7 @@ class ChatCompletionChunk(BaseModel):
     created: int
     model: str
     choices: list[dict[str, Any]]
-    usage: dict[str, int] | None = None
+    usage: Usage | None = None
 
 
 # -- common ------------------------------------------------------------------------------------
