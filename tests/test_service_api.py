@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.service import InProcessService, curl, in_process
 
 from appliance.service.schemas import ChatCompletion, ChatCompletionChunk, HealthBody, OllamaChatChunk
-from support.service import InProcessService, curl, in_process
 
 SCRIPT = "The quick brown fox jumps over the lazy dog. "
 

@@ -120,7 +120,13 @@ def under_journald() -> bool:
 class _PriorityPrefixFormatter(logging.Formatter):
     """Without systemd-python: '<N>' syslog prefixes, which journald turns into priorities."""
 
-    _PRIORITY: ClassVar[dict[int, int]] = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+    _PRIORITY: ClassVar[dict[int, int]] = {
+        logging.DEBUG: 7,
+        logging.INFO: 6,
+        logging.WARNING: 4,
+        logging.ERROR: 3,
+        logging.CRITICAL: 2,
+    }
 
     def format(self, record: logging.LogRecord) -> str:
         prio = self._PRIORITY.get(record.levelno, 6)
