@@ -132,7 +132,7 @@ class HostEngine:
             self._cache = self._cache_cls()
             self._n_past = 0
         elif n < self._n_past:
-            self._cache.crop(n)
+            self._cache.crop(n - self._n_past)  # negative: tokens to remove (transformers 4 and 5)
             self._n_past = n
 
     def close(self) -> None:

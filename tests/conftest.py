@@ -1,0 +1,34 @@
+"""Shared fixtures: the tiny Qwen2 fixture model (tests/fixtures/tiny-qwen2) and its reference data."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TINY = FIXTURES / "tiny-qwen2"
+TINY_HF = TINY / "hf"
+
+
+@pytest.fixture(scope="session")
+def tiny_hf() -> Path:
+    return TINY_HF
+
+
+@pytest.fixture(scope="session")
+def reference() -> dict[str, Any]:
+    return json.loads((TINY / "reference.json").read_text())
+
+
+@pytest.fixture(autouse=True)
+def _isolated_store(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never see the developer's installed models; the embedded model cache is shared per run."""
+    monkeypatch.setenv("LLM_TPU_MODELS_DIR", str(tmp_path_factory.getbasetemp() / "models"))
+    monkeypatch.setenv(
+        "LLM_TPU_CACHE_DIR",
+        os.environ.get("LLM_TPU_TEST_CACHE_DIR") or str(tmp_path_factory.getbasetemp() / "cache"),
+    )

@@ -1,0 +1,136 @@
+"""The `llm-tpu` command as a user runs it: real subprocesses, real models, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+LLM_TPU = [sys.executable, "-m", "appliance.cli.main"]
+
+
+def llm_tpu(*args: str, stdin: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*LLM_TPU, *args], input=stdin, capture_output=True, text=True, timeout=timeout, env=os.environ.copy()
+    )
+
+
+def assert_clean_error(proc: subprocess.CompletedProcess[str], rc: int, match: str) -> None:
+    assert proc.returncode == rc, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error: ") and match in proc.stderr
+
+
+def test_ask_json_on_fixture(tiny_hf: Path) -> None:
+    proc = llm_tpu("ask", "--model", str(tiny_hf), "-n", "5", "--json", "Hi, Ada!")
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout)
+    assert record["usage"]["completion_tokens"] == 5
+    assert record["usage"]["prompt_tokens"] > 5
+    assert record["done_reason"] == "length"
+    assert record["timings"]["eval_count"] == 5 and record["timings"]["time_to_first_token"] > 0
+
+
+def test_ask_streams_text(tiny_hf: Path) -> None:
+    proc = llm_tpu("ask", "--model", str(tiny_hf), "-n", "6", "-t", "0.8", "--seed", "3", "Hi")
+    again = llm_tpu("ask", "--model", str(tiny_hf), "-n", "6", "-t", "0.8", "--seed", "3", "Hi")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() and proc.stdout == again.stdout
+
+
+def test_chat_reads_stdin_and_keeps_history(tiny_hf: Path) -> None:
+    proc = llm_tpu(
+        "chat", "--model", str(tiny_hf), "-n", "4", stdin="Hi, Ada!\n/reset\nCity quiet train.\n/exit\n"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert len([line for line in proc.stdout.splitlines() if line.strip()]) == 2
+    assert "(new conversation)" in proc.stderr
+
+
+def test_unknown_model(tmp_path: Path) -> None:
+    assert_clean_error(llm_tpu("ask", "--model", "no-such-model", "hi"), 2, "no model named 'no-such-model'")
+    assert_clean_error(llm_tpu("models", "info", str(tmp_path / "missing")), 2, "does not exist")
+
+
+def test_corrupt_model_files(tmp_path: Path, tiny_hf: Path) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in tiny_hf.iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    (broken / "model.safetensors").write_bytes(b"\x00" * 100)
+    assert_clean_error(llm_tpu("ask", "--model", str(broken), "hi"), 1, "cannot load the model")
+    (broken / "tokenizer.json").write_text("{")
+    assert_clean_error(llm_tpu("ask", "--model", str(broken), "hi"), 2, "not a valid tokenizer")
+    (tmp_path / "empty").mkdir()
+    assert_clean_error(llm_tpu("ask", "--model", str(tmp_path / "empty"), "hi"), 2, "not a model directory")
+
+
+def test_bad_options() -> None:
+    assert_clean_error(llm_tpu("ask", "--top-p", "0", "hi"), 2, "top_p")
+
+
+def test_models_info_and_list(tiny_hf: Path) -> None:
+    proc = llm_tpu("models", "info", str(tiny_hf), "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["family"] == "qwen2" and info["max_seq_len"] == 128 and info["engine"] == "host"
+    listed = json.loads(llm_tpu("models", "list", "--json").stdout)
+    assert listed["models"] == [] and listed["embedded"] is True
+
+
+def test_version_json() -> None:
+    data = json.loads(llm_tpu("version", "--json").stdout)
+    assert data["llm-tpu-appliance"] and data["python"]
+
+
+def test_bench_json(tiny_hf: Path) -> None:
+    proc = llm_tpu(
+        "bench",
+        "--model",
+        str(tiny_hf),
+        "--prompt-tokens",
+        "8,24",
+        "--gen-tokens",
+        "4",
+        "--repeat",
+        "1",
+        "--json",
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)["rows"]
+    assert [r["new_tokens"] for r in rows] == [4, 4]
+    assert rows[0]["prompt_tokens"] < rows[1]["prompt_tokens"]
+    turns = json.loads(
+        llm_tpu(
+            "bench",
+            "--model",
+            str(tiny_hf),
+            "--turns",
+            "3",
+            "--user-tokens",
+            "6",
+            "--gen-tokens",
+            "3",
+            "--json",
+        ).stdout
+    )["turns"]
+    assert [t["turn"] for t in turns] == [1, 2, 3]
+    assert all(t["prefilled_tokens"] < t["prompt_tokens"] for t in turns[1:])  # prefix reuse at work
+
+
+@pytest.mark.timeout(900)
+def test_embedded_default_model_answers() -> None:
+    """The README's first path: no --model, the SmolLM2 wheel's GGUF converted once, then cached."""
+    proc = llm_tpu("ask", "-n", "12", "--json", "What is the capital of France?", timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout)
+    assert "Paris" in record["response"]
+    assert record["model"] == "smollm2-135m-instruct"
+    second = llm_tpu("ask", "-n", "12", "--json", "What is the capital of France?")
+    again = json.loads(second.stdout)
+    assert again["response"] == record["response"]
+    assert again["timings"]["load_duration"] < record["timings"]["load_duration"]  # the conversion is cached
