@@ -23,7 +23,7 @@ from appliance.errors import DownloadError
 __all__ = ["DFSS_HOST", "dfss_download", "download_file"]
 
 DFSS_HOST = "open@sophgo.com"
-CHUNK = 1 << 20
+CHUNK = 64 << 10  # small enough that a dropped connection keeps most of what arrived
 
 
 class _Progress:
@@ -112,6 +112,11 @@ def download_file(
                     bar.update(done)
                 out.flush()
                 os.fsync(out.fileno())
+        except requests.RequestException as exc:  # before OSError: requests' errors subclass it
+            raise DownloadError(
+                f"download of {dest.name} interrupted after {done} bytes: {type(exc).__name__}",
+                hint="run the same command again: it resumes where it stopped",
+            ) from None
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise DownloadError(
@@ -119,11 +124,6 @@ def download_file(
                     hint=f"free space on {dest.parent} and run the same command again: it resumes",
                 ) from None
             raise DownloadError(f"cannot write {part}: {exc.strerror}") from None
-        except requests.RequestException as exc:
-            raise DownloadError(
-                f"download of {dest.name} interrupted after {done} bytes: {type(exc).__name__}",
-                hint="run the same command again: it resumes where it stopped",
-            ) from None
         bar.update(done, final=True)
     if total is not None and done != total:
         raise DownloadError(
