@@ -1,12 +1,18 @@
-"""`llm-tpu chat`: an interactive streaming chat in the terminal.
+"""`llm-tpu chat`: chat with the model in the terminal.
 
-Ctrl-C while an answer streams stops that answer (kept in the history as far as it got); Ctrl-C or
-Ctrl-D at the prompt leaves. `/reset` starts a new conversation, `/exit` leaves.
+By default a full-screen chat (Textual) talks to the service over its Unix socket. When no service is
+listening there, chat starts a private `llm-tpu serve` on a socket of its own (with --model/--engine),
+waits until it is ready and stops it on exit; --no-spawn turns that off.
+
+--plain (automatic when stdin or stdout is not a terminal) is a line-based chat that loads the model in
+this process: Ctrl-C while an answer streams stops that answer (kept in the history as far as it got);
+Ctrl-C or Ctrl-D at the prompt leaves. `/reset` starts a new conversation, `/exit` leaves.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -18,13 +24,63 @@ from appliance.cli.options import (
     generation_options,
     load_from_args,
 )
-from appliance.errors import ApplianceError
+from appliance.errors import ApplianceError, ServiceUnavailable
 from appliance.generation.types import Finished, Message, Notice, TextDelta
+from appliance.service.client import ServiceClient, UnixSocketTransport, find_socket
 
 HELP = "Type a message and Enter. /reset starts over, /exit (or Ctrl-D) leaves, Ctrl-C stops an answer."
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.plain or not (sys.stdin.isatty() and sys.stdout.isatty()):
+        return run_plain(args)
+    return run_tui(args)
+
+
+def _service_listening(client: ServiceClient) -> bool:
+    try:
+        client.health()
+    except ServiceUnavailable:
+        return False
+    return True
+
+
+def run_tui(args: argparse.Namespace) -> int:
+    from appliance.tui import ChatApp, LocalService
+
+    options = generation_options(args)
+    path = find_socket(args.socket)
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        # Someone else's service: a private one would fight it for the TPU.
+        raise ServiceUnavailable(
+            f"permission denied on {path}",
+            hint="add your user to the llm-tpu group (sudo adduser $USER llm-tpu) and log in again",
+        )
+    client = ServiceClient(UnixSocketTransport(str(path), 600.0))
+    child: LocalService | None = None
+    if _service_listening(client):
+        if args.model or args.engine:
+            print(f"note: using the service at {path}; --model/--engine are ignored", file=sys.stderr)
+    elif not args.no_spawn:
+        child = LocalService(model=args.model, engine=args.engine, config=args.config)
+        print(f"no service at {path}; starting a private one ...", file=sys.stderr, flush=True)
+        try:
+            child.start()
+            child.wait_ready(on_wait=lambda why: print(f"  {why} ...", file=sys.stderr, flush=True))
+        except BaseException:
+            child.stop()
+            raise
+        client, path = child.client(), child.socket
+    try:
+        label = f"{path}" + (" (private, stopped on exit)" if child else "")
+        ChatApp(client, options=options, system=args.system, service_label=label).run()
+    finally:
+        if child is not None:
+            child.stop()
+    return 0
+
+
+def run_plain(args: argparse.Namespace) -> int:
     options = generation_options(args)
     interactive = sys.stdin.isatty()
     if interactive:
@@ -84,7 +140,27 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("chat", help="interactive chat in the terminal", description=__doc__)
+    p = sub.add_parser(
+        "chat",
+        help="interactive chat in the terminal",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_model_options(p)
     add_generation_options(p)
+    g = p.add_argument_group("service")
+    g.add_argument(
+        "--socket",
+        metavar="PATH",
+        help="service socket (default: $LLM_TPU_SOCKET, /run/llm-tpu/llm.sock, or the user-mode socket)",
+    )
+    g.add_argument(
+        "--no-spawn", action="store_true", help="do not start a private service when none is running"
+    )
+    g.add_argument("--config", metavar="PATH", help="config file for a private service")
+    g.add_argument(
+        "--plain",
+        action="store_true",
+        help="line-based chat with the model loaded in this process (default when not on a terminal)",
+    )
     p.set_defaults(func=run)

@@ -1,0 +1,272 @@
+"""The chat app: a conversation with the appliance's service over its Unix socket.
+
+Behaviour follows oterm: answers stream in as they arrive, Enter sends, Esc stops the running answer
+and keeps what came (or gives the prompt back if nothing came yet), Ctrl+N starts over, errors become
+notifications and never end the app. The service may be down, loading or restarting; a watcher polls
+/health and the status line says which, so the next message works once the service is back.
+
+The HTTP client is synchronous, so each answer is read on a thread (:func:`stream_answer`) that hands
+events to the event loop; the loop writes whatever has piled up since its last turn in one go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import threading
+from typing import ClassVar
+
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.widgets import Footer, Input
+from textual.worker import Worker
+
+from appliance.errors import ApplianceError, ServiceUnavailable
+from appliance.generation.types import GenerationOptions, Message
+from appliance.service.client import ServiceClient
+from appliance.tui.screens import HelpScreen
+from appliance.tui.stream import (
+    AnswerDelta,
+    AnswerDone,
+    AnswerEvent,
+    AnswerFailed,
+    AnswerNotice,
+    ollama_options,
+    stream_answer,
+)
+from appliance.tui.widgets import MessageList, MessageView, PromptInput, StatusBar
+
+__all__ = ["ChatApp"]
+
+
+class ChatApp(App[None]):
+    CSS_PATH = "app.tcss"
+    TITLE = "llm-tpu chat"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "cancel", "Stop answer", id="cancel"),
+        Binding("ctrl+n", "new_conversation", "New chat", id="new_conversation"),
+        Binding("f1", "help", "Help", id="help"),
+        Binding("ctrl+q", "quit", "Quit", id="quit", priority=True),
+    ]
+
+    def __init__(
+        self,
+        client: ServiceClient,
+        *,
+        options: GenerationOptions | None = None,
+        system: str | None = None,
+        service_label: str = "",
+        retry_interval_s: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.client = client
+        self.options = ollama_options(options or GenerationOptions())
+        self.system = system
+        self.service_label = service_label
+        self.retry_interval_s = retry_interval_s
+        self.history: list[Message] = []  # full texts of both sides, what the next request sends
+        self.ready = False
+        self._answer_worker: Worker[None] | None = None
+
+    # -- layout ----------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield MessageList(id="messages")
+        yield PromptInput()
+        yield StatusBar()
+        yield Footer()
+
+    @property
+    def messages(self) -> MessageList:
+        return self.query_one(MessageList)
+
+    @property
+    def prompt(self) -> PromptInput:
+        return self.query_one(PromptInput)
+
+    @property
+    def status(self) -> StatusBar:
+        return self.query_one(StatusBar)
+
+    @property
+    def answering(self) -> bool:
+        return self._answer_worker is not None and not self._answer_worker.is_finished
+
+    def on_mount(self) -> None:
+        self.prompt.focus()
+        self.watch_service()
+
+    def error(self, err: ApplianceError, title: str = "error") -> None:
+        self.notify(err.message + (f"\n{err.hint}" if err.hint else ""), title=title, severity="error")
+
+    # -- the service's state -----------------------------------------------------------------------
+    @work(exclusive=True, group="health", exit_on_error=False)
+    async def watch_service(self) -> None:
+        """Poll /health until the service is ready; say on the status line (and once per change) why not."""
+        self.ready = False
+        last = ""
+        while True:
+            try:
+                health = await asyncio.to_thread(self.client.health)
+                state = str(health.get("status"))
+                reason = ApplianceError(str(health.get("reason", state)), hint=health.get("hint"))
+            except ApplianceError as err:
+                state, reason = "down", err
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                state, reason = "down", ServiceUnavailable(f"the service did not answer: {exc}")
+            if state == "ok":
+                await self._connected()
+                return
+            if state != last:
+                last = state
+                if state == "loading":
+                    self.status.set(state="loading model…")
+                    self.notify(reason.message, title="loading model…", timeout=4)
+                elif state == "failed":
+                    self.status.set(state="model failed to load")
+                    self.error(reason, "the service could not load its model")
+                elif state == "down":
+                    self.status.set(state="service not running")
+                    self.error(reason, "service not running")
+                else:
+                    self.status.set(state=f"service {state}")
+            await asyncio.sleep(self.retry_interval_s)
+
+    async def _connected(self) -> None:
+        try:
+            info = await asyncio.to_thread(self.client.status)
+        except (ApplianceError, OSError, http.client.HTTPException, ValueError):
+            info = {}
+        model = info.get("model") or {}
+        self.status.set(
+            model=str(model.get("name") or ""), engine=str(model.get("engine") or ""), state="ready"
+        )
+        self.ready = True
+
+    # -- sending and streaming ---------------------------------------------------------------------
+    async def on_input_submitted(self, event: Input.Submitted) -> None:
+        text = event.value.strip()
+        if not text:
+            return
+        if self.answering:
+            self.notify("an answer is still coming; Esc stops it", severity="warning")
+            return
+        self.prompt.value = ""
+        self.history.append(Message("user", text))
+        user_view = await self.messages.add("user", text)
+        answer_view = await self.messages.add("assistant")
+        self._answer_worker = self._answer(user_view, answer_view)
+
+    def _request(self) -> list[dict[str, str]]:
+        system = [Message("system", self.system)] if self.system else []
+        return [{"role": m.role, "content": m.content} for m in (*system, *self.history)]
+
+    @work(exclusive=True, group="answer", exit_on_error=False)
+    async def _answer(self, user_view: MessageView, answer_view: MessageView) -> None:
+        loop = asyncio.get_running_loop()
+        inbox: asyncio.Queue[AnswerEvent | None] = asyncio.Queue()
+        stop = threading.Event()
+        request = self._request()
+
+        def pump() -> None:
+            def put(item: AnswerEvent | None) -> None:
+                try:
+                    loop.call_soon_threadsafe(inbox.put_nowait, item)
+                except RuntimeError:  # the app has closed its loop
+                    stop.set()
+
+            try:
+                for event in stream_answer(
+                    self.client, request, options=self.options, should_stop=stop.is_set
+                ):
+                    put(event)
+            finally:
+                put(None)
+
+        threading.Thread(target=pump, name="llm-tpu-answer", daemon=True).start()
+        stream = answer_view.start_stream()
+        parts: list[str] = []
+        outcome: AnswerDone | AnswerFailed | None = None
+        chunks = 0
+        self.status.answering(0)
+        try:
+            finished = False
+            while not finished:
+                batch = [await inbox.get()]
+                while not inbox.empty():
+                    batch.append(inbox.get_nowait())
+                text: list[str] = []
+                for event in batch:
+                    if event is None:
+                        finished = True
+                    elif isinstance(event, AnswerDelta):
+                        text.append(event.text)
+                    elif isinstance(event, AnswerNotice):
+                        self.notify(event.message, title="note")
+                    else:
+                        outcome = event
+                if text:
+                    chunks += len(text)
+                    joined = "".join(text)
+                    parts.append(joined)
+                    await stream.write(joined)
+                    self.status.answering(chunks)
+        except asyncio.CancelledError:
+            stop.set()
+            await stream.stop()
+            await self._end_turn(user_view, answer_view, "".join(parts), None, cancelled=True)
+            raise
+        stop.set()
+        await stream.stop()
+        await self._end_turn(user_view, answer_view, "".join(parts), outcome, cancelled=False)
+
+    async def _end_turn(
+        self,
+        user_view: MessageView,
+        answer_view: MessageView,
+        answer: str,
+        outcome: AnswerDone | AnswerFailed | None,
+        *,
+        cancelled: bool,
+    ) -> None:
+        done = outcome if isinstance(outcome, AnswerDone) else None
+        failed = outcome if isinstance(outcome, AnswerFailed) else None
+        self.status.finished(done.stats if done else None)
+        if done is not None or answer:
+            self.history.append(Message("assistant", answer))
+            if cancelled:
+                answer_view.set_note("(stopped)")
+            elif failed is not None:
+                answer_view.set_note(f"(interrupted: {failed.error.message})")
+            elif done is not None and done.stats.done_reason in ("length", "context"):
+                answer_view.set_note(f"(cut short: {done.stats.done_reason})")
+        else:
+            # Nothing came back: the message did not happen. Give its text back to the prompt.
+            prompt = self.history.pop().content
+            await user_view.remove()
+            await answer_view.remove()
+            if not self.prompt.value:
+                self.prompt.value = prompt
+        if failed is not None:
+            self.error(failed.error)
+            if isinstance(failed.error, ServiceUnavailable):
+                self.watch_service()
+
+    # -- actions -------------------------------------------------------------------------------------
+    def action_cancel(self) -> None:
+        if self._answer_worker is not None and self.answering:
+            self._answer_worker.cancel()
+
+    async def action_new_conversation(self) -> None:
+        if self._answer_worker is not None and self.answering:
+            self._answer_worker.cancel()
+            await self._answer_worker.wait()
+        self.history.clear()
+        await self.messages.clear()
+        self.status.finished(None)
+        self.prompt.focus()
+        self.notify("new conversation", timeout=2)
+
+    def action_help(self) -> None:
+        keys = [(b.binding.key, b.binding.description) for b in self.screen.active_bindings.values()]
+        self.push_screen(HelpScreen(keys, self.service_label))

@@ -1,0 +1,187 @@
+"""The chat TUI driven with Pilot against the real service on a temporary Unix socket (scripted engine)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import subprocess
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any, ParamSpec
+
+import pytest
+from support.service import (
+    LLM_TPU,
+    InProcessService,
+    in_process,
+    scripted_settings,
+    serve_env,
+    wait_healthy,
+    write_config,
+)
+from textual.pilot import Pilot
+
+from appliance.generation.types import GenerationOptions, Message
+from appliance.service.client import ServiceClient, UnixSocketTransport
+from appliance.tui import ChatApp
+from appliance.tui.widgets import MessageView
+
+SCRIPT = "The quick brown fox jumps over the lazy dog. "
+P = ParamSpec("P")
+
+
+def run_async(fn: Callable[P, Coroutine[Any, Any, None]]) -> Callable[P, None]:
+    """Run an async test on a fresh event loop (Textual's run_test needs one; no pytest plugin needed)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
+        asyncio.run(fn(*args, **kwargs))
+
+    return wrapper
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessService]:
+    with in_process(tmp_path_factory.mktemp("tui"), model={"scripted": {"text": SCRIPT}}) as svc:
+        yield svc
+
+
+async def until(pilot: Pilot[None], cond: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached")
+        await pilot.pause(0.02)
+
+
+async def send(pilot: Pilot[None], text: str) -> None:
+    await pilot.click("PromptInput")
+    await pilot.press(*text)
+    await pilot.press("enter")
+
+
+def errors(app: ChatApp) -> list[str]:
+    return [f"{n.title}: {n.message}" for n in app._notifications if n.severity == "error"]
+
+
+def answer_views(app: ChatApp) -> list[MessageView]:
+    return [v for v in app.messages.views if v.role == "assistant"]
+
+
+def app_for(socket: str | Path, max_tokens: int, retry_s: float = 0.1) -> ChatApp:
+    client = ServiceClient(UnixSocketTransport(str(socket), 30))
+    return ChatApp(client, options=GenerationOptions(max_new_tokens=max_tokens), retry_interval_s=retry_s)
+
+
+@run_async
+async def test_answer_streams_into_the_list_and_status_shows_speed(service: InProcessService) -> None:
+    app = app_for(service.socket, 12)
+    async with app.run_test() as pilot:
+        await until(pilot, lambda: app.ready)
+        assert "scripted" in app.status.line and "ready" in app.status.line
+        await send(pilot, "Hi, Ada!")
+        await until(pilot, lambda: len(app.history) == 2)
+        answer = app.history[1]
+        assert answer.role == "assistant" and SCRIPT.startswith(answer.content) and len(answer.content) > 10
+        await pilot.pause()
+        assert answer_views(app)[0].body.source == answer.content
+        assert "tok/s" in app.status.line and "ttft" in app.status.line and "12 tokens" in app.status.line
+        assert app.status.stats is not None and app.status.stats.tokens_per_second > 0
+        # The second turn sends the whole conversation, the full first answer included.
+        await send(pilot, "More.")
+        await until(pilot, lambda: len(app.history) == 4)
+        assert app.history[:2] == [Message("user", "Hi, Ada!"), answer]
+        assert not errors(app)
+
+
+@run_async
+async def test_escape_stops_the_answer_keeps_it_and_the_next_message_works(service: InProcessService) -> None:
+    app = app_for(service.socket, 100000)
+    service.engine.step_delay_s = 0.03
+    try:
+        async with app.run_test() as pilot:
+            await until(pilot, lambda: app.ready)
+            await send(pilot, "Tell me everything.")
+            await until(pilot, lambda: (app.status.streamed_tokens or 0) >= 5)
+            await pilot.press("escape")
+            await until(pilot, lambda: not app.answering)
+            assert len(app.history) == 2 and len(app.history[1].content) > 5
+            assert "(stopped)" in str(answer_views(app)[0].note.render())
+            # Closing the stream cancelled the generation on the service.
+            await until(pilot, lambda: not service.runner.scheduler.busy, timeout=3)
+            service.engine.step_delay_s = 0.0
+            app.options["num_predict"] = 4
+            await send(pilot, "Short, please.")
+            await until(pilot, lambda: len(app.history) == 4)
+            assert app.history[3].content and "4 tokens" in app.status.line
+            assert not errors(app)
+    finally:
+        service.engine.step_delay_s = 0.0
+
+
+@run_async
+async def test_service_not_running_is_a_notification_and_the_prompt_comes_back(tmp_path: Path) -> None:
+    app = app_for(tmp_path / "nothing.sock", 4)
+    async with app.run_test() as pilot:
+        await until(pilot, lambda: app.status.state == "service not running")
+        assert any("no service socket" in e for e in errors(app))
+        await send(pilot, "Anyone there?")
+        await until(pilot, lambda: not app.answering and len(errors(app)) >= 2)
+        assert app.history == [] and app.messages.views == []
+        assert app.prompt.value == "Anyone there?"
+        assert app.is_running
+
+
+@run_async
+async def test_refused_request_shows_the_services_message(service: InProcessService) -> None:
+    app = app_for(service.socket, 4)
+    app.options["top_p"] = 0  # the service refuses it with a JSON error naming the option
+    async with app.run_test() as pilot:
+        await until(pilot, lambda: app.ready)
+        await send(pilot, "Hi")
+        await until(pilot, lambda: bool(errors(app)))
+        assert "top_p" in errors(app)[0]
+        assert app.history == [] and app.prompt.value == "Hi"
+
+
+def _serve(config: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [LLM_TPU, "serve", "--config", str(config)],
+        env=serve_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+@run_async
+async def test_service_killed_mid_answer_then_back(tmp_path: Path) -> None:
+    sock = tmp_path / "llm.sock"
+    slow = write_config(tmp_path, scripted_settings(sock, model={"scripted": {"step_delay_ms": 30.0}}))
+    proc = _serve(slow)
+    try:
+        wait_healthy(sock, timeout=60)
+        app = app_for(sock, 100000)
+        async with app.run_test() as pilot:
+            await until(pilot, lambda: app.ready)
+            await send(pilot, "Go on and on.")
+            await until(pilot, lambda: (app.status.streamed_tokens or 0) >= 3)
+            proc.kill()
+            proc.wait()
+            await until(pilot, lambda: not app.answering)
+            assert any("broke mid-answer" in e for e in errors(app))
+            assert len(app.history) == 2 and app.history[1].content  # the conversation is kept
+            assert "(interrupted" in str(answer_views(app)[0].note.render())
+            await until(pilot, lambda: app.status.state == "service not running")
+            fast = tmp_path / "fast"
+            fast.mkdir()
+            proc = _serve(write_config(fast, scripted_settings(sock)))
+            await until(pilot, lambda: app.ready, timeout=60)
+            app.options["num_predict"] = 4
+            await send(pilot, "Still there?")
+            await until(pilot, lambda: len(app.history) == 4)
+            assert app.history[2] == Message("user", "Still there?") and app.history[3].content
+            assert "4 tokens" in app.status.line
+    finally:
+        proc.kill()
+        proc.wait()
