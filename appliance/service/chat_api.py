@@ -126,6 +126,7 @@ async def ollama_chat(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     options = req.to_options(state.config.generation)
     job, rest, first, name = await _start(request, req.model, req.to_messages(), options)
+    resp: web.StreamResponse | None = None
     try:
         if not req.stream:
             notices: list[str] = []
@@ -164,6 +165,8 @@ async def ollama_chat(request: web.Request) -> web.StreamResponse:
             await resp.write(json.dumps(error_body(err, openai=False)).encode() + b"\n")
         await resp.write_eof()
         return resp
+    except ConnectionResetError:  # the client left mid-stream: nothing to tell it; the job stops below
+        return resp if resp is not None else web.Response(status=499)
     finally:
         _cancel(request, job)
 
@@ -190,6 +193,7 @@ async def openai_chat(request: web.Request) -> web.StreamResponse:
     options = req.to_options(state.config.generation)
     job, rest, first, name = await _start(request, req.model, req.to_messages(), options)
     ident, created = f"chatcmpl-{job.id}", int(time.time())
+    resp: web.StreamResponse | None = None
     try:
         if not req.stream:
             notices: list[str] = []
@@ -239,5 +243,7 @@ async def openai_chat(request: web.Request) -> web.StreamResponse:
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp
+    except ConnectionResetError:  # the client left mid-stream: nothing to tell it; the job stops below
+        return resp if resp is not None else web.Response(status=499)
     finally:
         _cancel(request, job)
