@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -185,3 +187,47 @@ async def test_service_killed_mid_answer_then_back(tmp_path: Path) -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def _tmux(*args: str) -> str:
+    return subprocess.run(["tmux", *args], check=True, capture_output=True, text=True).stdout
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux for a real terminal")
+def test_llm_tpu_chat_in_a_terminal_starts_and_stops_its_own_service(tmp_path: Path) -> None:
+    """End to end: `llm-tpu chat` finds no service, spawns one (scripted engine via --config), chats, quits."""
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    config = write_config(tmp_path, scripted_settings(tmp_path / "unused.sock"))
+    session = f"llm-tpu-test-{os.getpid()}"
+    rc_file = tmp_path / "rc"
+    command = (
+        f"env XDG_RUNTIME_DIR={runtime} LLM_TPU_SOCKET={tmp_path / 'none.sock'} "
+        f"{LLM_TPU} chat --config {config} -n 6; echo $? > {rc_file}; sleep 30"
+    )
+    _tmux("new-session", "-d", "-s", session, "-x", "100", "-y", "30", command)
+    try:
+
+        def screen() -> str:
+            return _tmux("capture-pane", "-p", "-t", session)
+
+        def wait_for(text: str, timeout: float = 60) -> None:
+            deadline = time.monotonic() + timeout
+            while text not in screen():
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{text!r} not on the screen:\n{screen()}")
+                time.sleep(0.1)
+
+        wait_for("· ready")
+        assert len(list(runtime.glob("llm-tpu-chat-*/llm.sock"))) == 1  # the private service's socket
+        _tmux("send-keys", "-t", session, "Hi, Ada!", "Enter")
+        wait_for("tok/s")
+        assert "The quick brown" in screen()
+        _tmux("send-keys", "-t", session, "C-q")
+        deadline = time.monotonic() + 30
+        while not rc_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert rc_file.read_text().strip() == "0"
+        assert list(runtime.iterdir()) == []  # the child was stopped and its directory removed
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)

@@ -268,5 +268,6 @@ class ChatApp(App[None]):
         self.notify("new conversation", timeout=2)
 
     def action_help(self) -> None:
-        keys = [(b.binding.key, b.binding.description) for b in self.screen.active_bindings.values()]
+        bindings = self.screen.active_bindings.items()
+        keys = [(key, b.binding.description) for key, b in bindings if b.binding.id]
         self.push_screen(HelpScreen(keys, self.service_label))
