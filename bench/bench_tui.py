@@ -1,0 +1,169 @@
+"""Does the chat TUI keep up with a fast stream? (scripted engine in a `llm-tpu serve` process, no delay)
+
+The app runs headless (Textual's run_test, real layout and compositing, no terminal) against the real
+service on a Unix socket. For an answer of N tokens it prints:
+  wire      first -> last chunk as the client reads them with no UI (the baseline);
+  tui       first -> last chunk read while the TUI renders them;
+  lag       last chunk read -> answer fully rendered (history and Markdown complete);
+  loop      the worst stall of the UI's event loop while streaming (what a keypress would wait).
+Budget (architecture.md): the TUI adds little to the wire time, lag well under a second, loop stalls
+short enough that typing never feels frozen (< 100 ms).
+
+Run: .venv/bin/python -m bench.bench_tui [--tokens N] [--runs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from appliance.generation.types import GenerationOptions
+from appliance.service.client import ServiceClient, UnixSocketTransport
+from appliance.tui import ChatApp
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_HF = REPO / "tests" / "fixtures" / "tiny-qwen2" / "hf"
+PROMPT = [{"role": "user", "content": "Tell me about the quick brown fox."}]
+
+
+class TimedClient(ServiceClient):
+    """Records when each chat chunk reaches the client (before any UI work)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(UnixSocketTransport(path, 60))
+        self.chunk_times: list[float] = []
+
+    def chat_stream(
+        self,
+        messages: Sequence[Mapping[str, str]],
+        *,
+        model: str = "",
+        options: Mapping[str, Any] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        self.chunk_times = []
+        for chunk in super().chat_stream(messages, model=model, options=options):
+            self.chunk_times.append(time.perf_counter())
+            yield chunk
+
+
+def wire_time(client: TimedClient, tokens: int) -> float:
+    for _ in client.chat_stream(PROMPT, options={"num_predict": tokens}):
+        pass
+    return client.chunk_times[-1] - client.chunk_times[0]
+
+
+async def tui_run(client: TimedClient, tokens: int) -> tuple[float, float, float, int]:
+    """(tui stream time, lag, worst loop stall, answer length) for one answer in a fresh app."""
+    app = ChatApp(client, options=GenerationOptions(max_new_tokens=tokens))
+    async with app.run_test(size=(100, 40)) as pilot:
+        while not app.ready:
+            await pilot.pause(0.02)
+        app.prompt.value = PROMPT[0]["content"]
+        stalls: list[float] = []
+        streaming = True
+
+        async def watch_loop() -> None:
+            while streaming:
+                t = time.perf_counter()
+                await asyncio.sleep(0.002)
+                stalls.append(time.perf_counter() - t - 0.002)
+
+        monitor = asyncio.create_task(watch_loop())
+        await pilot.press("enter")
+        while app.answering or len(app.history) < 2:
+            await asyncio.sleep(0.002)
+        streaming = False
+        await monitor
+        worst = max(stalls, default=0.0)
+        await pilot.pause()  # let the last refresh happen
+        done = time.perf_counter()
+        answer = app.history[1].content
+        view = next(v for v in app.messages.views if v.role == "assistant")
+        assert view.body.source == answer, "the rendered answer differs from the history"
+        return (
+            client.chunk_times[-1] - client.chunk_times[0],
+            done - client.chunk_times[-1],
+            worst,
+            len(answer),
+        )
+
+
+def measure(
+    tokens: int, runs: int, step_ms: float
+) -> tuple[list[float], list[tuple[float, float, float, int]]]:
+    """Wire times and TUI runs against a fresh `llm-tpu serve` whose engine sleeps step_ms per token."""
+    with tempfile.TemporaryDirectory() as tmp:
+        sock = Path(tmp) / "llm.sock"
+        cfg = Path(tmp) / "appliance.yaml"
+        scripted = {"step_delay_ms": step_ms}
+        cfg.write_text(
+            yaml.safe_dump(
+                {
+                    "model": {"ref": str(TINY_HF), "engine": "scripted", "scripted": scripted},
+                    "server": {"socket_path": str(sock), "socket_group": None},
+                }
+            )
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("LISTEN_", "NOTIFY_", "WATCHDOG_"))}
+        exe = str(Path(sys.executable).with_name("llm-tpu"))
+        proc = subprocess.Popen([exe, "serve", "--config", str(cfg)], env=env, stderr=subprocess.DEVNULL)
+        try:
+            client = TimedClient(str(sock))
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if client.health().get("status") == "ok":
+                        break
+                except Exception:  # not accepting yet
+                    pass
+                if time.monotonic() > deadline:
+                    raise SystemExit("the service did not start")
+                time.sleep(0.1)
+            wire_time(client, tokens)  # warm up
+            wires = [wire_time(client, tokens) for _ in range(runs)]
+            results = [asyncio.run(tui_run(client, tokens)) for _ in range(runs)]
+        finally:
+            proc.terminate()
+            proc.wait(15)
+    return wires, results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--tokens", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--step-ms",
+        type=float,
+        action="append",
+        help="simulated device time per token; repeatable (default 0 and 1)",
+    )
+    args = parser.parse_args([] if __name__ != "__main__" else None)
+    med = statistics.median
+    for step_ms in args.step_ms or [0.0, 1.0]:
+        wires, runs = measure(args.tokens, args.runs, step_ms)
+        print(f"{args.tokens} tokens, scripted engine at {step_ms} ms/token, {args.runs} runs (medians)")
+        print(f"  wire (no UI)       {med(wires) * 1e3:8.1f} ms  ({args.tokens / med(wires):.0f} tok/s)")
+        tui = med(r[0] for r in runs)
+        print(f"  tui stream         {tui * 1e3:8.1f} ms  ({args.tokens / tui:.0f} tok/s)")
+        print(f"  lag after last     {med(r[1] for r in runs) * 1e3:8.1f} ms  (last chunk read -> rendered)")
+        print(f"  worst loop stall   {max(r[2] for r in runs) * 1e3:8.1f} ms  (budget < 100 ms)")
+        print(f"  answer length      {runs[0][3]} characters")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
