@@ -15,6 +15,7 @@ from typing import Any, ParamSpec
 import pytest
 from support.service import (
     LLM_TPU,
+    TINY_HF,
     InProcessService,
     in_process,
     scripted_settings,
@@ -231,3 +232,28 @@ def test_llm_tpu_chat_in_a_terminal_starts_and_stops_its_own_service(tmp_path: P
         assert list(runtime.iterdir()) == []  # the child was stopped and its directory removed
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+@run_async
+async def test_loading_service_shows_loading_then_answers(tmp_path: Path) -> None:
+    """The host engine on the fixture model: /health is 503 while torch and the weights load."""
+    sock = tmp_path / "llm.sock"
+    config = write_config(tmp_path, scripted_settings(sock, model={"engine": "host", "ref": str(TINY_HF)}))
+    proc = _serve(config)
+    try:
+        app = app_for(sock, 4, retry_s=0.05)
+        async with app.run_test() as pilot:
+            seen: list[str] = []
+            deadline = time.monotonic() + 90
+            while not app.ready:
+                if not seen or seen[-1] != app.status.state:
+                    seen.append(app.status.state)
+                assert time.monotonic() < deadline, seen
+                await pilot.pause(0.01)
+            assert "loading model…" in seen, seen
+            await send(pilot, "Hi")
+            await until(pilot, lambda: len(app.history) == 2, timeout=60)
+            assert "4 tokens" in app.status.line and not errors(app)
+    finally:
+        proc.kill()
+        proc.wait()
