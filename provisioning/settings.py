@@ -6,14 +6,10 @@ Every system path the provisioning code touches is resolved under :attr:`Provisi
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
-from appliance.errors import ConfigError
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = ["ProvisioningSettings", "load_settings"]
 
@@ -81,47 +77,9 @@ class ProvisioningSettings(BaseModel):
         return self.path("/var/lib/llm-tpu/provision")
 
 
-DEFAULT_CONFIG = Path("/etc/llm-tpu/appliance.yaml")
-
-
-def config_files(explicit: Path | None) -> list[Path]:
-    """An explicit file, else the appliance config and its conf.d drop-ins (in lexical order)."""
-    if explicit is not None:
-        return [explicit]
-    main = Path(os.environ.get("LLM_TPU_CONFIG") or DEFAULT_CONFIG)
-    files = [main] if main.is_file() else []
-    dropins = main.parent / "conf.d"
-    return files + (sorted(dropins.glob("*.yaml")) if dropins.is_dir() else [])
-
-
 def load_settings(config_file: Path | None = None, **overrides: Any) -> ProvisioningSettings:
-    """The ``provisioning:`` sections of the config files (later files win key by key), then overrides.
+    """The ``provisioning:`` section of the appliance config (one loader: appliance.config), then overrides."""
+    from appliance.config.loader import load_config
 
-    A file holding only provisioning keys (no ``provisioning:`` wrapper) is accepted too.
-    """
-    data: dict[str, Any] = {}
-    files = config_files(config_file)
-    for config_file in files:
-        try:
-            raw = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
-        except OSError as exc:
-            raise ConfigError(f"cannot read {config_file}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{config_file} is not valid YAML: {exc}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{config_file}: expected a mapping at the top level")
-        if "provisioning" in raw:
-            section = raw["provisioning"]
-        else:  # a file of provisioning keys only, or a full appliance config without them
-            section = raw if set(raw) <= set(ProvisioningSettings.model_fields) else {}
-        if not isinstance(section, dict):
-            raise ConfigError(f"{config_file}: provisioning: must be a mapping")
-        data.update(section)
-    config_file = files[-1] if files else None
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return ProvisioningSettings(**data)
-    except ValidationError as exc:
-        where = str(config_file) if config_file else "command line"
-        reasons = "; ".join(f"provisioning.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"{where}: {reasons}", hint="fix the value or remove the key") from None
+    flags = {f"provisioning.{k}": v for k, v in overrides.items() if v is not None}
+    return load_config(config_file, overrides=flags).config.provisioning

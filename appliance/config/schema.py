@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from provisioning.settings import ProvisioningSettings
+
 __all__ = [
     "ApplianceConfig",
     "GenerationDefaults",
@@ -158,3 +160,4 @@ class ApplianceConfig(_Section):
     scheduler: SchedulerSection = Field(default_factory=SchedulerSection)  # type: ignore[arg-type]
     generation: GenerationDefaults = Field(default_factory=GenerationDefaults)  # type: ignore[arg-type]
     logging: LoggingSection = Field(default_factory=LoggingSection)  # type: ignore[arg-type]
+    provisioning: ProvisioningSettings = Field(default_factory=ProvisioningSettings)  # type: ignore[arg-type]
