@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from appliance.atomic import write_json_atomic
 from appliance.errors import ModelFormatError
 
 __all__ = [
@@ -129,15 +128,5 @@ def read_manifest(model_dir: Path) -> ModelManifest:
 def write_manifest(model_dir: Path, manifest: ModelManifest) -> Path:
     """Write the manifest atomically (temp file, fsync, rename)."""
     path = model_dir / MANIFEST_NAME
-    fd, tmp = tempfile.mkstemp(prefix=".manifest.", dir=model_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(manifest.to_json(), fh, indent=2, sort_keys=True)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_json_atomic(path, manifest.to_json())
     return path
