@@ -20,6 +20,7 @@ from support.service import (
     in_process,
     scripted_settings,
     serve_env,
+    wait_for_socket,
     wait_healthy,
     write_config,
 )
@@ -241,6 +242,7 @@ async def test_loading_service_shows_loading_then_answers(tmp_path: Path) -> Non
     config = write_config(tmp_path, scripted_settings(sock, model={"engine": "host", "ref": str(TINY_HF)}))
     proc = _serve(config)
     try:
+        wait_for_socket(sock, proc)  # bound before the model loads, so the first poll already sees 503
         app = app_for(sock, 4, retry_s=0.05)
         async with app.run_test() as pilot:
             seen: list[str] = []
