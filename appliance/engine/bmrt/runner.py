@@ -71,6 +71,7 @@ class LlmRunner:
         self.lay = layout
         self._info = info
         self.suffix_decode_max = suffix_decode_max
+        self.greedy_on_device = True  # False: return logits even when a greedy_head exists
         self._tokens: list[int] = []
         self._closed = False
         lay = layout
@@ -289,7 +290,7 @@ class LlmRunner:
             return StepOutput(token=int(b.download(self.lm_out[0], self._i32)[0]))
         if sampling is not None and self.sampler is not None:
             return self._sample(sampling)
-        if sampling is None and self.greedy is not None:
+        if sampling is None and self.greedy is not None and self.greedy_on_device:
             gin, gout, call = self.greedy
             b.copy(gin[0], 0, self.lm_out[0], 0, self.lay.vocab * 4)
             b.run(call, [(1, self.lay.vocab)])

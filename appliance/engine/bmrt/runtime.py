@@ -16,6 +16,7 @@ import contextlib
 import ctypes
 import os
 import re
+import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from ctypes import POINTER, byref, c_char_p, c_void_p
@@ -60,16 +61,22 @@ class _Call:
 
 @contextlib.contextmanager
 def capture_stderr() -> Iterator[list[str]]:
-    """Collect what C code writes to fd 2 (the vendor logs there); replayed if we fail."""
+    """Collect what C code writes to fds 1 and 2 (the vendor logs to both) into ``lines``."""
     lines: list[str] = []
     with tempfile.TemporaryFile(mode="w+b") as tmp:
-        saved = os.dup(2)
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        saved = [os.dup(1), os.dup(2)]
+        os.dup2(tmp.fileno(), 1)
         os.dup2(tmp.fileno(), 2)
         try:
             yield lines
         finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
             tmp.seek(0)
             lines += tmp.read().decode("utf-8", "replace").splitlines()
 
@@ -79,6 +86,7 @@ def _vendor_tail(lines: list[str], n: int = 4) -> str:
     return (": " + " | ".join(keep)) if keep else ""
 
 
+_CMODEL_PARKED: list[tuple[int, list[c_void_p]]] = []
 _LIBC = ctypes.CDLL(None)
 _LIBC.free.argtypes = [c_void_p]
 _LIBC.free.restype = None
@@ -313,9 +321,14 @@ class BmrtBackend:
         for buf in self._owned:
             self._bmlib.bm_free_device(self.handles[buf.dev], buf.mem)
         self._owned.clear()
+        if self.libs.is_cmodel and self.runtime:
+            # Observed on the cmodel (tpu-mlir 1.30.2): after bmrt_destroy, decode steps of runtimes
+            # created later in the process return garbage. A simulator leaks little; park it instead.
+            _CMODEL_PARKED.append((self.runtime, list(self.handles)))
+            self.runtime = None
         if self.runtime:
             self._rt.bmrt_destroy(self.runtime)
             self.runtime = None
-        for h in self.handles:
+        for h in self.handles if not self.libs.is_cmodel else ():
             self._bmlib.bm_dev_free(h)
         self.handles.clear()
