@@ -4,7 +4,7 @@ By default a full-screen chat (Textual) talks to the service over its Unix socke
 listening there, chat starts a private `llm-tpu serve` on a socket of its own (with --model/--engine),
 waits until it is ready and stops it on exit; --no-spawn turns that off.
 
---plain (automatic when stdin or stdout is not a terminal) is a line-based chat that loads the model in
+--plain (automatic when stdin, stdout or stderr is not a terminal) is a line-based chat that loads the model in
 this process: Ctrl-C while an answer streams stops that answer (kept in the history as far as it got);
 Ctrl-C or Ctrl-D at the prompt leaves. `/reset` starts a new conversation, `/exit` leaves.
 """
@@ -32,7 +32,8 @@ HELP = "Type a message and Enter. /reset starts over, /exit (or Ctrl-D) leaves, 
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.plain or not (sys.stdin.isatty() and sys.stdout.isatty()):
+    # Textual draws on stderr, so all three must be the terminal for the full-screen chat.
+    if args.plain or not (sys.stdin.isatty() and sys.stdout.isatty() and sys.stderr.isatty()):
         return run_plain(args)
     return run_tui(args)
 
