@@ -50,7 +50,9 @@ class Backend(Protocol):
     def upload(self, dst: Any, src: np.ndarray) -> None: ...
     def download(self, src: Any, out: np.ndarray) -> np.ndarray: ...
     def copy(self, dst: Any, dst_off: int, src: Any, src_off: int, nbytes: int) -> None: ...
+    def view(self, buf: Any, offset: int, nbytes: int) -> Any: ...
     def prepare(self, net: str, inputs: Sequence[Any], outputs: Sequence[Any]) -> Any: ...
+    def rebind_output(self, call: Any, index: int, buf: Any) -> None: ...
     def run(self, call: Any, shapes: Sequence[Sequence[int]] | None = None) -> None: ...
     def close(self) -> None: ...
 
@@ -114,12 +116,18 @@ class LlmRunner:
         c0 = self.caches[0][0]
         self.dpos = [c0[io_index(1, d, 5)] for d in range(nd)]
         self.dmask = [c0[io_index(2, d, 5)] for d in range(nd)]
+        # Zero-copy decode chain: each net reads the previous net's output memory, and the new K/V
+        # rows are written by the net straight into the cache (outputs rebound to row p each step).
         self.decode_calls = []
-        for i, (cin, cout) in enumerate(self.caches):
+        for i, (_, cout) in enumerate(self.caches):
             ins = []
             for d in range(nd):
                 k, v = self.kv[i][d]
-                ins += [cin[io_index(0, d, 5)], self.dpos[d], self.dmask[d], k, v]
+                if i == 0:
+                    hidden = self.embc_out[d if len(self.embc_out) == nd else 0]
+                else:
+                    hidden = self.caches[i - 1][1][io_index(0, d, 3)]
+                ins += [hidden, self.dpos[d], self.dmask[d], k, v]
             self.decode_calls.append(b.prepare(f"block_cache_{i}", ins, cout))
         # prefill: same sharing of position (and mask) through block 0's inputs
         p0 = self.blocks[0][0]
@@ -137,14 +145,15 @@ class LlmRunner:
         self.emb_call = b.prepare("embedding", self.emb_in, self.emb_out)
         self.embc_call = b.prepare("embedding_cache", self.embc_in, self.embc_out)
         self.lm_call = b.prepare("lm_head", self.lm_in, self.lm_out)
+        self.lm_decode_call = b.prepare("lm_head", [self.caches[-1][1][0]], self.lm_out)
         self.greedy = None
         if "greedy_head" in lay.heads and not lay.lm_head_greedy:
             gin, gout = b.net_io("greedy_head")
-            self.greedy = (gin, gout, b.prepare("greedy_head", gin, gout))
+            self.greedy = (gin, gout, b.prepare("greedy_head", [self.lm_out[0]], gout))
         self.sampler = None
         if lay.sample_head is not None:
             sin, sout = b.net_io(lay.sample_head)
-            self.sampler = (sin, sout, b.prepare(lay.sample_head, sin, sout))
+            self.sampler = (sin, sout, b.prepare(lay.sample_head, [self.lm_out[0], *sin[1:]], sout))
             names = [d.name for d in b.nets[lay.sample_head].inputs]
             known = {"m_logits", "input_ids", "penalty", "temperature", "top_k", "top_p"}
             self._sample_names = names if set(names[1:]) <= known else _default_sample_inputs(lay.sample_head)
@@ -258,41 +267,28 @@ class LlmRunner:
         for d in range(nd):
             b.upload(self.dpos[d], self._i32)
             b.upload(self.dmask[d], m)
-            src = self.embc_out[d if len(self.embc_out) == nd else 0]
-            b.copy(self.caches[0][0][io_index(0, d, 5)], 0, src, 0, self._hidden_bytes)
-        off = p * self._row_bytes
+        off, row = p * self._row_bytes, self._row_bytes
         for i, call in enumerate(self.decode_calls):
-            b.run(call)
-            cout = self.caches[i][1]
             for d in range(nd):
                 k, v = self.kv[i][d]
-                b.copy(k, off, cout[io_index(1, d, 3)], 0, self._row_bytes)
-                b.copy(v, off, cout[io_index(2, d, 3)], 0, self._row_bytes)
-                if i + 1 < lay.layers:
-                    b.copy(
-                        self.caches[i + 1][0][io_index(0, d, 5)],
-                        0,
-                        cout[io_index(0, d, 3)],
-                        0,
-                        self._hidden_bytes,
-                    )
-        b.copy(self.lm_in[0], 0, self.caches[-1][1][0], 0, self._hidden_bytes)
+                b.rebind_output(call, io_index(1, d, 3), b.view(k, off, row))
+                b.rebind_output(call, io_index(2, d, 3), b.view(v, off, row))
+            b.run(call)
         self._tokens.append(token)
 
     def _decode(self, token: int, sampling: DeviceSampling | None) -> StepOutput:
         self._decode_layers(token)
-        return self._head(sampling)
+        return self._head(sampling, self.lm_decode_call)
 
-    def _head(self, sampling: DeviceSampling | None) -> StepOutput:
+    def _head(self, sampling: DeviceSampling | None, lm_call: Any = None) -> StepOutput:
         b = self.b
-        b.run(self.lm_call)
+        b.run(lm_call if lm_call is not None else self.lm_call)
         if self.lay.lm_head_greedy:
             return StepOutput(token=int(b.download(self.lm_out[0], self._i32)[0]))
         if sampling is not None and self.sampler is not None:
             return self._sample(sampling)
         if sampling is None and self.greedy is not None and self.greedy_on_device:
-            gin, gout, call = self.greedy
-            b.copy(gin[0], 0, self.lm_out[0], 0, self.lay.vocab * 4)
+            _, gout, call = self.greedy
             b.run(call, [(1, self.lay.vocab)])
             return StepOutput(token=int(b.download(gout[0], self._i32)[0]))
         logits = np.empty(self.lay.vocab, np.float32)
@@ -302,7 +298,6 @@ class LlmRunner:
         assert self.sampler is not None
         b, lay = self.b, self.lay
         sin, sout, call = self.sampler
-        b.copy(sin[0], 0, self.lm_out[0], 0, lay.vocab * 4)
         recent = list(s.recent_ids[-lay.seq_len :]) or self._tokens[-1:] or [0]
         hist = np.full(lay.seq_len, recent[-1], np.int32)  # vendor: pad with the last id
         hist[: len(recent)] = recent

@@ -293,6 +293,9 @@ class BmrtBackend:
             default_shapes=[d.shape for d in desc.inputs],
         )
 
+    def rebind_output(self, call: _Call, index: int, buf: DevBuf) -> None:
+        call.outputs[index].device_mem = buf.mem
+
     def run(self, call: _Call, shapes: Sequence[Sequence[int]] | None = None) -> None:
         if shapes is not None:
             for i, s in enumerate(shapes):
