@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance import paths
-from appliance.errors import ApplianceError, DownloadError, ModelFormatError, ModelNotFound
+from appliance.errors import DownloadError, ModelFormatError, ModelNotFound
 from appliance.models.manifest import (
     MANIFEST_NAME,
     ModelFile,
@@ -25,6 +25,7 @@ from appliance.models.manifest import (
     sha256_file,
     write_manifest,
 )
+from appliance.models.store import bmodel_facts
 from provisioning.catalog import CatalogEntry
 
 __all__ = ["import_model", "install_files", "remove_model", "store_root"]
@@ -45,22 +46,6 @@ _TOKENIZER_NAMES = (
 
 def store_root() -> Path:
     return paths.model_dirs()[0]
-
-
-def _bmodel_facts(bmodel: Path) -> dict[str, Any]:
-    """SEQLEN and memory need from the bmodel itself (empty when it cannot be read, e.g. encrypted)."""
-    from appliance.bmodel.memory import bmodel_memory
-    from appliance.bmodel.reader import read_bmodel
-
-    try:
-        info = read_bmodel(bmodel)
-    except ApplianceError:
-        return {}
-    facts: dict[str, Any] = {"memory_need_bytes": bmodel_memory(info).total_bytes}
-    for net in info.nets:
-        if net.name == "embedding" and net.stages and net.stages[0].inputs:
-            facts["max_seq_len"] = int(net.stages[0].inputs[0].shape[-1])
-    return facts
 
 
 def _role(rel: str) -> str:
@@ -135,7 +120,7 @@ def _manifest_for(
     fields.setdefault("engine", "auto")
     bmodels = [staging / w.path for w in weights if w.path.endswith(".bmodel")]
     if bmodels:
-        fields.update(_bmodel_facts(bmodels[0]))
+        fields.update(bmodel_facts(bmodels[0]))
     tok = next((f for f in files if Path(f.path).name == "tokenizer.json"), None) or next(
         (f for f in files if f.role == "tokenizer"), None
     )

@@ -22,7 +22,7 @@ if [ -f "$OUT/SHA256SUMS" ] && (cd "$OUT" && sha256sum --quiet -c SHA256SUMS) 2>
 fi
 
 mkdir -p "$DEST/wheel"
-if ! echo "$WHEEL_SHA256  $DEST/wheel/$WHEEL" | sha256sum --quiet -c - 2>/dev/null; then
+if ! echo "$WHEEL_SHA256  $DEST/wheel/$WHEEL" | sha256sum --quiet -c - >/dev/null 2>&1; then
   echo "fetch-vendor-runtime: downloading tpu-mlir==$VERSION from PyPI (about 300 MB)" >&2
   rm -f "$DEST/wheel/$WHEEL"
   "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.10 --implementation cp \

@@ -134,3 +134,44 @@ def test_embedded_default_model_answers() -> None:
     again = json.loads(second.stdout)
     assert again["response"] == record["response"]
     assert again["timings"]["load_duration"] < record["timings"]["load_duration"]  # the conversion is cached
+
+
+@pytest.mark.cmodel
+def test_ask_on_a_bmodel_through_the_cmodel(reference: dict[str, object]) -> None:
+    """The device path as a user runs it: `ask --model X.bmodel`, on the vendor runtime (cmodel).
+
+    The p40 reference prompt is exactly the chat template around its text, so the answer must be the
+    torch reference tokens. Without a TPU, `auto` refuses a bmodel with a hint; bmrt with a libdir runs it.
+    """
+    from support.vendor_runtime import FIXTURES, cmodel_libdir, require_vendor_runtime
+
+    require_vendor_runtime()
+    prompt = reference["prompts"][2]  # type: ignore[index]
+    bmodel = str(FIXTURES / "tiny-qwen2_bf16_seq64_1dev.bmodel")
+    refused = llm_tpu("ask", "--model", bmodel, "hi")
+    assert_clean_error(refused, 1, "has no TPU")
+    assert "LLM_TPU_BMRT_LIBDIR" in refused.stderr
+    env = {**os.environ, "LLM_TPU_BMRT_LIBDIR": str(cmodel_libdir())}
+    proc = subprocess.run(
+        [
+            *LLM_TPU,
+            "ask",
+            "--model",
+            bmodel,
+            "-n",
+            "8",
+            "--json",
+            prompt["text"].split("user\n")[1].split("<|im_end|>")[0],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout)
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(FIXTURES / "hf" / "tokenizer.json"))
+    assert record["response"] == tok.decode(prompt["torch_f32"]["tokens"])
+    assert record["usage"]["prompt_tokens"] == len(prompt["ids"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from appliance import paths
 from appliance.errors import ApplianceError, ModelFormatError, ModelNotFound
@@ -83,22 +84,46 @@ def _hf_manifest(model_dir: Path) -> ModelManifest:
     )
 
 
+def bmodel_facts(bmodel: Path) -> dict[str, Any]:
+    """SEQLEN and memory need from the bmodel itself (empty when it cannot be read, e.g. encrypted)."""
+    from appliance.bmodel.memory import bmodel_memory
+    from appliance.bmodel.reader import read_bmodel
+
+    try:
+        info = read_bmodel(bmodel)
+    except ApplianceError:
+        return {}
+    facts: dict[str, Any] = {"memory_need_bytes": bmodel_memory(info).total_bytes}
+    for net in info.nets:
+        if net.name == "embedding" and net.stages and net.stages[0].inputs:
+            facts["max_seq_len"] = int(net.stages[0].inputs[0].shape[-1])
+    return facts
+
+
+def _tokenizer_dir(base: Path) -> Path:
+    """Where a bmodel's tokenizer lives: llm_convert's config/, the vendor's token_config/, beside it,
+    or any one subdirectory that holds a tokenizer."""
+    preferred = [base / "config", base / "token_config", base]
+    others = sorted(d for d in base.iterdir() if d.is_dir() and d not in preferred)
+    for d in [*preferred, *others]:
+        if (d / "tokenizer.json").is_file() or (d / "tokenizer_config.json").is_file():
+            return d
+    return base
+
+
 def _bmodel_manifest(bmodel: Path) -> ModelManifest:
     base = bmodel.parent
-    tok_dir = next(
-        (d for d in (base / "config", base / "token_config", base) if (d / "tokenizer.json").is_file()), None
-    )
-    if tok_dir is None:
-        tok_dir = next((d for d in (base / "config", base / "token_config") if d.is_dir()), base)
+    facts = bmodel_facts(bmodel)
     return ModelManifest(
         name=bmodel.stem,
         family="other",
         engine="auto",
         files=(_describe(bmodel, "weights", base),),
         template="tokenizer",
-        max_seq_len=2048,
+        max_seq_len=int(facts.get("max_seq_len", 2048)),
         source=str(bmodel),
-        extra={"tokenizer_dir": str(tok_dir.relative_to(base))},
+        memory_need_bytes=facts.get("memory_need_bytes"),
+        extra={"tokenizer_dir": str(_tokenizer_dir(base).relative_to(base))},
     )
 
 

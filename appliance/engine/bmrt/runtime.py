@@ -12,6 +12,7 @@ EngineError.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import os
@@ -73,6 +74,7 @@ def capture_stderr() -> Iterator[list[str]]:
         try:
             yield lines
         finally:
+            _LIBC.fflush(None)  # C stdio buffers (stdout is fully buffered on a pipe) go to the capture
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
             for fd in saved:
@@ -86,10 +88,58 @@ def _vendor_tail(lines: list[str], n: int = 4) -> str:
     return (": " + " | ".join(keep)) if keep else ""
 
 
-_CMODEL_PARKED: list[tuple[int, list[c_void_p]]] = []
+# cmodel runtimes are never destroyed while the process runs (see close()); they are destroyed at exit,
+# because a process that ends with a live cmodel runtime segfaults in the simulator's teardown.
+_CMODEL_PARKED: list[tuple[BmrtLibs, int, list[c_void_p]]] = []
+_CMODEL_LIVE: list[BmrtBackend] = []  # strong: a collected backend's runtime must still be destroyed
+
+
+@atexit.register
+def _destroy_cmodel_runtimes() -> None:
+    if _CMODEL_LIVE or _CMODEL_PARKED:
+        # The simulator says goodbye on stdout, partly from library destructors that run after this
+        # handler: the process is ending, so send its fd 1 to stderr for good.
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+        os.dup2(2, 1)
+        _destroy_parked()
+
+
+def _destroy_parked() -> None:
+    while _CMODEL_LIVE:
+        backend = _CMODEL_LIVE.pop()
+        if backend.runtime:
+            backend.close()  # frees its buffers and parks the runtime
+    while _CMODEL_PARKED:
+        libs, runtime, handles = _CMODEL_PARKED.pop()
+        libs.bmrt.bmrt_destroy(runtime)
+        for h in handles:
+            libs.bmlib.bm_dev_free(h)
+
+
 _LIBC = ctypes.CDLL(None)
 _LIBC.free.argtypes = [c_void_p]
 _LIBC.free.restype = None
+_LIBC.fflush.argtypes = [c_void_p]
+
+
+@contextlib.contextmanager
+def c_stdout_to_stderr() -> Iterator[None]:
+    """While C code runs, send what it prints on stdout to stderr.
+
+    The cmodel simulator prints per-launch debug lines on stdout, which would corrupt a program's
+    own stdout (``llm-tpu ask --json``). Costs a few syscalls per launch, on the cmodel only.
+    """
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        _LIBC.fflush(None)
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _libc_free(ptr: c_void_p) -> None:
@@ -120,6 +170,8 @@ class BmrtBackend:
         self.runtime: int | None = None
         self._owned: list[DevBuf] = []
         self._keep: list[object] = []
+        if libs.is_cmodel:
+            _CMODEL_LIVE.append(self)
         with capture_stderr() as log:
             try:
                 ok = self._open(bmodel, devices, decrypt_lib)
@@ -300,16 +352,17 @@ class BmrtBackend:
         if shapes is not None:
             for i, s in enumerate(shapes):
                 _set_shape(call.inputs[i], s)
-        ok = self._rt.bmrt_launch_tensor_ex(
-            self.runtime, call.name, call.inputs, call.n_in, call.outputs, call.n_out, True, False
-        )
+        with c_stdout_to_stderr() if self.libs.is_cmodel else contextlib.nullcontext():
+            ok = self._rt.bmrt_launch_tensor_ex(
+                self.runtime, call.name, call.inputs, call.n_in, call.outputs, call.n_out, True, False
+            )
+            statuses = [self._bmlib.bm_thread_sync(h) for h in self.handles] if ok else []
         if not ok:
             raise EngineError(
                 f"bmrt_launch_tensor_ex failed on net {call.name.decode()}",
                 hint="the runtime's log above says why; restart the service (llm-tpu status)",
             )
-        for h in self.handles:
-            status = self._bmlib.bm_thread_sync(h)
+        for status in statuses:
             if status != 0:
                 raise EngineError(
                     f"the TPU did not finish net {call.name.decode()} (bm_thread_sync returned {status})",
@@ -327,7 +380,7 @@ class BmrtBackend:
         if self.libs.is_cmodel and self.runtime:
             # Observed on the cmodel (tpu-mlir 1.30.2): after bmrt_destroy, decode steps of runtimes
             # created later in the process return garbage. A simulator leaks little; park it instead.
-            _CMODEL_PARKED.append((self.runtime, list(self.handles)))
+            _CMODEL_PARKED.append((self.libs, self.runtime, list(self.handles)))
             self.runtime = None
         if self.runtime:
             self._rt.bmrt_destroy(self.runtime)
