@@ -1,9 +1,13 @@
-"""Run every benchmark module in bench/ (python -m bench [NAME ...])."""
+"""Run every benchmark module in bench/ (python -m bench [NAME ...]), each in its own process.
+
+Separate processes keep one benchmark from disturbing the next (an idle cmodel runtime keeps
+busy-polling threads for the rest of its process).
+"""
 
 from __future__ import annotations
 
-import importlib
 import pkgutil
+import subprocess
 import sys
 import time
 
@@ -18,11 +22,7 @@ def main(argv: list[str]) -> int:
     for name in names:
         print(f"\n=== {name} ===", flush=True)
         start = time.perf_counter()
-        try:
-            rc = importlib.import_module(f"bench.{name}").main()
-        except Exception as exc:  # one broken benchmark must not hide the others' numbers
-            print(f"{name} failed: {type(exc).__name__}: {exc}")
-            rc = 1
+        rc = subprocess.call([sys.executable, "-m", f"bench.{name}"])
         print(f"({name}: {time.perf_counter() - start:.1f} s)", flush=True)
         if rc:
             failed.append(name)

@@ -16,12 +16,13 @@ import time
 import torch
 from transformers import GenerationConfig, TextIteratorStreamer
 
-from appliance.bench_runner import bench_turns, filler_text, warm_up
+from appliance.bench_runner import TurnRow, bench_turns, filler_text, warm_up
 from appliance.generation.types import Finished, GenerationOptions, Message
 from appliance.models.loader import load_model
 
 NEW_TOKENS = 64
 RUNS = 5
+RUNS_TURNS = 3
 
 
 def loop_tps(gen, messages) -> float:  # type: ignore[no-untyped-def]
@@ -64,6 +65,15 @@ def generate_tps(model, ids: list[int], streamer: bool, tokenizer=None) -> float
     return (NEW_TOKENS - 1) / max(total - first, 1e-9)
 
 
+def median_turns(runs: list[list[TurnRow]]) -> list[TurnRow]:
+    """Per turn, the run with the median time to first token."""
+    out = []
+    for rows in zip(*runs, strict=True):
+        ordered = sorted(rows, key=lambda r: r.first_token_s)
+        out.append(ordered[len(ordered) // 2])
+    return out
+
+
 def main() -> int:
     loaded = load_model(None, engine_options={})
     gen = loaded.generator
@@ -84,13 +94,15 @@ def main() -> int:
     print(f"decode tok/s: our loop {o:.1f} | generate {p:.1f} | generate + TextIteratorStreamer {s:.1f}")
     print(f"ratio loop / generate = {o / p:.2f} (target >= 1.0)")
 
-    with_reuse = bench_turns(gen, 5, 200, 32)
     gen_no_reuse = load_model(None, prefix_reuse=False).generator
-    without = bench_turns(gen_no_reuse, 5, 200, 32)
+    with_reuse = median_turns([bench_turns(gen, 5, 200, 32) for _ in range(RUNS_TURNS)])
+    without = median_turns([bench_turns(gen_no_reuse, 5, 200, 32) for _ in range(RUNS_TURNS)])
+    print(f"multi-turn, median per turn over {RUNS_TURNS} conversations")
     print("turn | prompt tokens | TTFT reuse (s) | prefilled | TTFT no reuse (s)")
     for a, b in zip(with_reuse, without, strict=True):
         print(
-            f"{a.turn:>4} | {a.prompt_tokens:>13} | {a.first_token_s:>14.3f} | {a.prefilled_tokens:>9} | {b.first_token_s:>17.3f}"
+            f"{a.turn:>4} | {a.prompt_tokens:>13} | {a.first_token_s:>14.3f} | {a.prefilled_tokens:>9} "
+            f"| {b.first_token_s:>17.3f}"
         )
     r1 = with_reuse[-1].first_token_s / with_reuse[0].first_token_s
     r2 = without[-1].first_token_s / without[0].first_token_s
