@@ -8,10 +8,12 @@ a full disk leaves at most a hidden directory that the next run cleans up; downl
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -143,10 +145,7 @@ def install_files(
 ) -> Path:
     """Install ``files`` (and unpacked ``archives``, e.g. token_config.zip) as model ``name``."""
     root = root or store_root()
-    root.mkdir(parents=True, exist_ok=True)
-    _cleanup_stale(root)
-    staging = Path(tempfile.mkdtemp(prefix=f".staging-{name}-", dir=root))
-    try:
+    with _staged(root, name, f"install {name}") as staging:
         for f in files:
             (shutil.move if move else shutil.copy2)(str(f), str(staging / f.name))
         for archive in archives or []:
@@ -155,18 +154,7 @@ def install_files(
                     zf.extractall(staging)
             except zipfile.BadZipFile:
                 raise DownloadError(f"{archive.name} is not a valid zip archive") from None
-        manifest = _manifest_for(staging, name, base=base, entry=entry, source=source)
-        write_manifest(staging, manifest)
-        _fsync_tree(staging)
-        _commit(staging, root / name)
-    except OSError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise DownloadError(
-            f"cannot install {name}: {exc.strerror}", hint=f"check free space and permissions of {root}"
-        ) from None
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        write_manifest(staging, _manifest_for(staging, name, base=base, entry=entry, source=source))
     return root / name
 
 
@@ -179,24 +167,34 @@ def import_model(src: Path, name: str | None = None, *, root: Path | None = None
     base = read_manifest(src) if (src / MANIFEST_NAME).is_file() else None
     name = name or (base.name if base else src.name)
     root = root or store_root()
+    with _staged(root, name, f"import {src}") as staging:
+        shutil.copytree(src, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns(MANIFEST_NAME, ".*"))
+        write_manifest(staging, _manifest_for(staging, name, base=base, entry=None, source=str(src)))
+    return root / name
+
+
+@contextlib.contextmanager
+def _staged(root: Path, name: str, action: str) -> Iterator[Path]:
+    """A hidden staging directory in the store, renamed into place only when the block succeeds.
+
+    A full disk, an error or an interruption leaves no half-installed model (the staging directory is
+    removed, or swept by the next install).
+    """
     root.mkdir(parents=True, exist_ok=True)
     _cleanup_stale(root)
     staging = Path(tempfile.mkdtemp(prefix=f".staging-{name}-", dir=root))
     try:
-        shutil.copytree(src, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns(MANIFEST_NAME, ".*"))
-        manifest = _manifest_for(staging, name, base=base, entry=None, source=str(src))
-        write_manifest(staging, manifest)
+        yield staging
         _fsync_tree(staging)
         _commit(staging, root / name)
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
         raise DownloadError(
-            f"cannot import {src}: {exc.strerror}", hint=f"check free space on {root}"
+            f"cannot {action}: {exc.strerror}", hint=f"check free space and permissions of {root}"
         ) from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return root / name
 
 
 def remove_model(name: str, *, root: Path | None = None) -> Path:
