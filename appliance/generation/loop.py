@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from appliance.engine.protocol import DeviceSampling, Engine, StepOutput
-from appliance.errors import InvalidRequest
+from appliance.errors import EngineError
 from appliance.generation.sampling import Sampler
 from appliance.generation.templates import ChatTemplate
 from appliance.generation.textstream import IncrementalDecoder, StopStringFilter
@@ -28,7 +28,7 @@ from appliance.generation.types import (
     Timings,
     validate_messages,
 )
-from appliance.generation.window import fit_history
+from appliance.generation.window import Window, fit_history
 
 __all__ = ["Generator", "common_prefix"]
 
@@ -80,7 +80,7 @@ class Generator:
             return min(options.reserve_tokens, self.max_seq_len - 1)
         return max(1, min(options.max_new_tokens, self.max_seq_len // 4))
 
-    def _window(self, messages: list[Message], options: GenerationOptions) -> Any:
+    def _window(self, messages: list[Message], options: GenerationOptions) -> Window:
         return fit_history(
             messages, self.template, max_seq_len=self.max_seq_len, reserve=self._reserve(options)
         )
@@ -137,7 +137,7 @@ class Generator:
             if out.candidates is not None:
                 return sampler.from_candidates(*out.candidates)
             if out.logits is None:
-                raise InvalidRequest("the engine returned no output")  # engine bug; never expected
+                raise EngineError("the engine returned neither a token nor logits", hint="report this bug")
             return sampler.from_logits(out.logits, self._cached)
 
         try:
