@@ -7,8 +7,10 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from tokenizers import Tokenizer
 
 LLM_TPU = [sys.executable, "-m", "appliance.cli.main"]
 
@@ -137,41 +139,32 @@ def test_embedded_default_model_answers() -> None:
 
 
 @pytest.mark.cmodel
-def test_ask_on_a_bmodel_through_the_cmodel(reference: dict[str, object]) -> None:
+def test_ask_on_bmodels_through_the_cmodel(reference: dict[str, Any]) -> None:
     """The device path as a user runs it: `ask --model X.bmodel`, on the vendor runtime (cmodel).
 
     The p40 reference prompt is exactly the chat template around its text, so the answer must be the
-    torch reference tokens. Without a TPU, `auto` refuses a bmodel with a hint; bmrt with a libdir runs it.
+    torch reference tokens, from the fused-greedy build and from the encrypted sample build (with the
+    fixture's cipher library). Without a TPU, `auto` refuses a bmodel with a hint.
     """
     from support.vendor_runtime import FIXTURES, cmodel_libdir, require_vendor_runtime
 
     require_vendor_runtime()
-    prompt = reference["prompts"][2]  # type: ignore[index]
-    bmodel = str(FIXTURES / "tiny-qwen2_bf16_seq64_1dev.bmodel")
-    refused = llm_tpu("ask", "--model", bmodel, "hi")
+    prompt = reference["prompts"][2]
+    question = prompt["text"].split("user\n")[1].split("<|im_end|>")[0]
+    want = Tokenizer.from_file(str(FIXTURES / "hf" / "tokenizer.json")).decode(prompt["torch_f32"]["tokens"])
+    greedy = str(FIXTURES / "tiny-qwen2_bf16_seq64_1dev.bmodel")
+    encrypted = str(FIXTURES / "tiny-qwen2_bf16_seq64_1dev_sample_nokernel_encrypted_block0_cache0.bmodel")
+    refused = llm_tpu("ask", "--model", greedy, "hi")
     assert_clean_error(refused, 1, "has no TPU")
     assert "LLM_TPU_BMRT_LIBDIR" in refused.stderr
-    env = {**os.environ, "LLM_TPU_BMRT_LIBDIR": str(cmodel_libdir())}
-    proc = subprocess.run(
-        [
-            *LLM_TPU,
-            "ask",
-            "--model",
-            bmodel,
-            "-n",
-            "8",
-            "--json",
-            prompt["text"].split("user\n")[1].split("<|im_end|>")[0],
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
-    assert proc.returncode == 0, proc.stderr
-    record = json.loads(proc.stdout)
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(FIXTURES / "hf" / "tokenizer.json"))
-    assert record["response"] == tok.decode(prompt["torch_f32"]["tokens"])
-    assert record["usage"]["prompt_tokens"] == len(prompt["ids"])
+    libdir = ("--engine", "bmrt", "--libdir", str(cmodel_libdir()))
+    locked = llm_tpu("ask", "--model", encrypted, *libdir, "hi")
+    assert_clean_error(locked, 2, "encrypted bmodel")
+    assert "--decrypt-lib" in locked.stderr
+    for extra in ((), ("--model", encrypted, "--decrypt-lib", str(FIXTURES / "cipher_xor.so"))):
+        args = ("--model", greedy, *libdir, *extra)  # a later --model wins
+        proc = llm_tpu("ask", *args, "-n", "8", "--json", question)
+        assert proc.returncode == 0, proc.stderr
+        record = json.loads(proc.stdout)  # stdout holds only our JSON: the simulator's chatter is diverted
+        assert record["response"] == want, extra
+        assert record["usage"]["prompt_tokens"] == len(prompt["ids"])

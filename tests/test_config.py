@@ -137,3 +137,19 @@ def test_cli_check_and_show(tmp_path: Path) -> None:
     assert "90-typo.yaml: modle: unknown key" in bad.stderr
     assert "Traceback" not in bad.stderr
     assert bad.stderr.startswith("error: ")
+
+
+def test_model_section_engine_options_reach_the_engine(tiny_hf: Path) -> None:
+    """model.threads (and libdir, decrypt_lib) are passed to the engine the service opens."""
+    import torch
+
+    from appliance.config.schema import ModelSection
+    from appliance.service.state import load_served_model
+
+    before = torch.get_num_threads()
+    try:
+        served = load_served_model(ModelSection(ref=str(tiny_hf), engine="host", threads=1))
+        assert served.engine.info.details["threads"] == "1"
+        served.close()
+    finally:
+        torch.set_num_threads(before)

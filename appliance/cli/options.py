@@ -17,6 +17,10 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("-m", "--model", help="installed model name or path (default: the embedded SmolLM2-135M)")
     g.add_argument("--engine", choices=ENGINE_KINDS, help="engine (default: the model's manifest, else auto)")
     g.add_argument("--threads", type=int, help="CPU threads for the host engine")
+    g.add_argument(
+        "--libdir", help="bmrt runtime libraries (default: libsophon; or the x86 cmodel directory)"
+    )
+    g.add_argument("--decrypt-lib", help="cipher library exporting decrypt(), for encrypted bmodels")
 
 
 def add_generation_options(p: argparse.ArgumentParser) -> None:
@@ -46,5 +50,9 @@ def generation_options(args: argparse.Namespace) -> GenerationOptions:
 
 
 def load_from_args(args: argparse.Namespace, **kwargs: Any) -> LoadedModel:
-    engine_options = {"threads": args.threads} if getattr(args, "threads", None) else {}
+    engine_options = {
+        key: getattr(args, key)
+        for key in ("threads", "libdir", "decrypt_lib")
+        if getattr(args, key, None) is not None
+    }
     return load_model(args.model, engine=args.engine, engine_options=engine_options, **kwargs)

@@ -74,6 +74,14 @@ class ModelSection(_Section):
     name: str | None = Field(
         None, description="name the APIs report for the model (null: the model's own name)"
     )
+    threads: int | None = Field(None, ge=1, description="CPU threads of the host engine (null: all cores)")
+    libdir: str | None = Field(
+        None,
+        description="bmrt runtime libraries (null: libsophon on the box; a cmodel directory for development)",
+    )
+    decrypt_lib: str | None = Field(
+        None, description="cipher library exporting decrypt(), for encrypted bmodels (null: none)"
+    )
     scripted: ScriptedSection = Field(default_factory=ScriptedSection)  # type: ignore[arg-type]
 
 

@@ -98,7 +98,20 @@ def load_served_model(section: ModelSection) -> ServedModel:
         return _scripted(section)
     from appliance.models.loader import load_model
 
-    loaded = load_model(section.ref, engine=None if section.engine == "auto" else section.engine)
+    engine_options = {
+        key: value
+        for key, value in (
+            ("threads", section.threads),
+            ("libdir", section.libdir),
+            ("decrypt_lib", section.decrypt_lib),
+        )
+        if value is not None
+    }
+    loaded = load_model(
+        section.ref,
+        engine=None if section.engine == "auto" else section.engine,
+        engine_options=engine_options,
+    )
     manifest = loaded.manifest
     details = {
         "family": manifest.family,

@@ -58,7 +58,7 @@ class BmrtEngine(LlmRunner):
                 if "encrypted" in err.message:
                     raise ModelFormatError(
                         err.message,
-                        hint="pass the cipher library that decrypts it: engine option decrypt_lib=PATH",
+                        hint="pass the cipher library that decrypts it: --decrypt-lib PATH (config: model.decrypt_lib)",
                     ) from None
                 raise
         if devices is None:

@@ -98,10 +98,12 @@ _CMODEL_LIVE: list[BmrtBackend] = []  # strong: a collected backend's runtime mu
 def _destroy_cmodel_runtimes() -> None:
     if _CMODEL_LIVE or _CMODEL_PARKED:
         # The simulator says goodbye on stdout, partly from library destructors that run after this
-        # handler: the process is ending, so send its fd 1 to stderr for good.
+        # handler: the process is ending, so divert its fd 1 for good.
         with contextlib.suppress(Exception):
             sys.stdout.flush()
-        os.dup2(2, 1)
+        target = _cmodel_stdout_target()
+        os.dup2(target, 1)
+        os.close(target)
         _destroy_parked()
 
 
@@ -123,17 +125,26 @@ _LIBC.free.restype = None
 _LIBC.fflush.argtypes = [c_void_p]
 
 
-@contextlib.contextmanager
-def c_stdout_to_stderr() -> Iterator[None]:
-    """While C code runs, send what it prints on stdout to stderr.
+def _cmodel_stdout_target() -> int:
+    """Where the simulator's stdout chatter goes: nowhere, or stderr with LLM_TPU_CMODEL_LOG=1."""
+    if os.environ.get("LLM_TPU_CMODEL_LOG") == "1":
+        return os.dup(2)
+    return os.open(os.devnull, os.O_WRONLY)
 
-    The cmodel simulator prints per-launch debug lines on stdout, which would corrupt a program's
-    own stdout (``llm-tpu ask --json``). Costs a few syscalls per launch, on the cmodel only.
+
+@contextlib.contextmanager
+def cmodel_stdout_diverted() -> Iterator[None]:
+    """While the cmodel runs, keep what it prints on stdout off the program's stdout.
+
+    The simulator prints debug lines per launch on stdout, which would corrupt a program's own
+    output (``llm-tpu ask --json``) and bury a chat in noise. Its errors go to stderr, which is left
+    alone. Costs a few syscalls per launch, on the cmodel only.
     """
     with contextlib.suppress(Exception):
         sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
+    saved, target = os.dup(1), _cmodel_stdout_target()
+    os.dup2(target, 1)
+    os.close(target)
     try:
         yield
     finally:
@@ -352,7 +363,7 @@ class BmrtBackend:
         if shapes is not None:
             for i, s in enumerate(shapes):
                 _set_shape(call.inputs[i], s)
-        with c_stdout_to_stderr() if self.libs.is_cmodel else contextlib.nullcontext():
+        with cmodel_stdout_diverted() if self.libs.is_cmodel else contextlib.nullcontext():
             ok = self._rt.bmrt_launch_tensor_ex(
                 self.runtime, call.name, call.inputs, call.n_in, call.outputs, call.n_out, True, False
             )
