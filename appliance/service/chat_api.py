@@ -120,6 +120,19 @@ def _ollama_final(model: str, fin: Finished, content: str) -> dict[str, Any]:
     }
 
 
+async def _collect(
+    first: GenerationEvent, rest: AsyncIterator[GenerationEvent]
+) -> tuple[Finished, list[str]]:
+    """A whole answer (for stream: false): the final event and the notices on the way."""
+    notices: list[str] = []
+    async for event in _chain(first, rest):
+        if isinstance(event, Notice):
+            notices.append(event.message)
+        elif isinstance(event, Finished):
+            return event, notices
+    raise ApplianceError("the generation ended without a result")
+
+
 async def ollama_chat(request: web.Request) -> web.StreamResponse:
     req = parse_request(OllamaChatRequest, await read_json(request))
     req.check_supported()
@@ -129,16 +142,11 @@ async def ollama_chat(request: web.Request) -> web.StreamResponse:
     resp: web.StreamResponse | None = None
     try:
         if not req.stream:
-            notices: list[str] = []
-            async for event in _chain(first, rest):
-                if isinstance(event, Notice):
-                    notices.append(event.message)
-                elif isinstance(event, Finished):
-                    body = _ollama_final(name, event, event.text)
-                    if notices:
-                        body["notices"] = notices
-                    return web.json_response(body)
-            raise ApplianceError("the generation ended without a result")
+            final, notices = await _collect(first, rest)
+            body = _ollama_final(name, final, final.text)
+            if notices:
+                body["notices"] = notices
+            return web.json_response(body)
         resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await resp.prepare(request)
         try:
@@ -196,29 +204,24 @@ async def openai_chat(request: web.Request) -> web.StreamResponse:
     resp: web.StreamResponse | None = None
     try:
         if not req.stream:
-            notices: list[str] = []
-            async for event in _chain(first, rest):
-                if isinstance(event, Notice):
-                    notices.append(event.message)
-                elif isinstance(event, Finished):
-                    body: dict[str, Any] = {
-                        "id": ident,
-                        "object": "chat.completion",
-                        "created": created,
-                        "model": name,
-                        "choices": [
-                            {
-                                "index": 0,
-                                "message": {"role": "assistant", "content": event.text},
-                                "finish_reason": _FINISH_REASON[event.done_reason],
-                            }
-                        ],
-                        "usage": _usage(event),
+            final, notices = await _collect(first, rest)
+            body: dict[str, Any] = {
+                "id": ident,
+                "object": "chat.completion",
+                "created": created,
+                "model": name,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": final.text},
+                        "finish_reason": _FINISH_REASON[final.done_reason],
                     }
-                    if notices:
-                        body["notices"] = notices
-                    return web.json_response(body)
-            raise ApplianceError("the generation ended without a result")
+                ],
+                "usage": _usage(final),
+            }
+            if notices:
+                body["notices"] = notices
+            return web.json_response(body)
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
