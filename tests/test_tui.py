@@ -259,3 +259,39 @@ async def test_loading_service_shows_loading_then_answers(tmp_path: Path) -> Non
     finally:
         proc.kill()
         proc.wait()
+
+
+@run_async
+async def test_escape_while_queued_leaves_the_queue_at_once(service: InProcessService) -> None:
+    """No token has come yet (another request holds the TPU): Esc must still reach the service now.
+
+    The service sends a chat's headers only with its first token, so closing "the stream" is not
+    enough; the TUI cuts the connection, and the queued request is dropped at once.
+    """
+    import threading
+
+    scheduler = service.runner.scheduler
+    service.engine.step_delay_s = 0.02
+    other = threading.Thread(
+        target=lambda: list(
+            ServiceClient(UnixSocketTransport(str(service.socket))).chat_stream(
+                [{"role": "user", "content": "hold the engine"}], options={"num_predict": 150}
+            )
+        )
+    )
+    try:
+        other.start()
+        app = app_for(service.socket, 4)
+        async with app.run_test() as pilot:
+            await until(pilot, lambda: app.ready and scheduler.busy)
+            await send(pilot, "Me next.")
+            await until(pilot, lambda: scheduler.queue_depth == 1)
+            await pilot.press("escape")
+            await until(pilot, lambda: not app.answering)
+            await until(pilot, lambda: scheduler.queue_depth == 0, timeout=2)
+            assert scheduler.busy  # the other request is still generating: ours left the queue early
+            assert app.history == [] and app.prompt.value == "Me next."
+            assert not errors(app)  # cancelling is not an error
+    finally:
+        other.join(timeout=30)
+        service.engine.step_delay_s = 0.0

@@ -8,11 +8,13 @@ which is how a client cancels a generation.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
 import socket
-from collections.abc import Iterator, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,6 +31,7 @@ from appliance.errors import (
 )
 
 __all__ = [
+    "Abort",
     "Response",
     "ServiceClient",
     "TCPTransport",
@@ -48,7 +51,14 @@ class Response(Protocol):
 
 
 class Transport(Protocol):
-    def request(self, method: str, path: str, body: bytes | None, headers: Mapping[str, str]) -> Response: ...
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        headers: Mapping[str, str],
+        abort: Abort | None = None,
+    ) -> Response: ...
 
 
 class _OwnedResponse:
@@ -72,6 +82,40 @@ class _OwnedResponse:
         self._conn.close()
 
 
+class Abort:
+    """Cuts a request's connection from another thread (the TUI's Esc), at any stage.
+
+    The service answers a chat's headers only with its first token, so a client blocked in a queue
+    or a long prefill has no response to close yet: shutting the socket down is what tells the
+    service at once, which then drops the queued request or stops the generation.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cut: Callable[[], None] | None = None
+        self.requested = False
+
+    def attach(self, conn: http.client.HTTPConnection) -> None:
+        def cut() -> None:
+            sock = conn.sock
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+        with self._lock:
+            self._cut = cut
+            requested = self.requested
+        if requested:
+            cut()
+
+    def __call__(self) -> None:
+        with self._lock:
+            self.requested = True
+            cut = self._cut
+        if cut is not None:
+            cut()
+
+
 class _UnixHTTPConnection(http.client.HTTPConnection):
     def __init__(self, path: str, timeout: float | None) -> None:
         super().__init__("localhost", timeout=timeout)
@@ -93,10 +137,19 @@ class UnixSocketTransport:
     path: str
     timeout: float | None = 600.0
 
-    def request(self, method: str, path: str, body: bytes | None, headers: Mapping[str, str]) -> Response:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        headers: Mapping[str, str],
+        abort: Abort | None = None,
+    ) -> Response:
         conn = _UnixHTTPConnection(self.path, self.timeout)
         try:
             conn.request(method, path, body=body, headers=dict(headers))
+            if abort is not None:
+                abort.attach(conn)
             return _OwnedResponse(conn, conn.getresponse())
         except FileNotFoundError:
             conn.close()
@@ -124,13 +177,22 @@ class TCPTransport:
     token: str | None = None
     timeout: float | None = 600.0
 
-    def request(self, method: str, path: str, body: bytes | None, headers: Mapping[str, str]) -> Response:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        headers: Mapping[str, str],
+        abort: Abort | None = None,
+    ) -> Response:
         conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         all_headers = dict(headers)
         if self.token:
             all_headers["Authorization"] = f"Bearer {self.token}"
         try:
             conn.request(method, path, body=body, headers=all_headers)
+            if abort is not None:
+                abort.attach(conn)
             return _OwnedResponse(conn, conn.getresponse())
         except ConnectionRefusedError:
             conn.close()
@@ -183,10 +245,10 @@ class ServiceClient:
     def for_socket(cls, path: str | None = None, *, timeout: float | None = 600.0) -> ServiceClient:
         return cls(UnixSocketTransport(str(find_socket(path)), timeout))
 
-    def _call(self, method: str, path: str, payload: Any = None) -> Response:
+    def _call(self, method: str, path: str, payload: Any = None, abort: Abort | None = None) -> Response:
         body = None if payload is None else json.dumps(payload).encode()
         headers = {"Content-Type": "application/json"} if body is not None else {}
-        return self.transport.request(method, path, body, headers)
+        return self.transport.request(method, path, body, headers, abort)
 
     def get_json(self, path: str, *, ok_statuses: Sequence[int] = (200,)) -> Any:
         resp = self._call("GET", path)
@@ -220,12 +282,16 @@ class ServiceClient:
         *,
         model: str = "",
         options: Mapping[str, Any] | None = None,
+        abort: Abort | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Ollama-shaped chunks of /api/chat; an in-stream error is raised as ApplianceError."""
+        """Ollama-shaped chunks of /api/chat; an in-stream error is raised as ApplianceError.
+
+        ``abort`` (called from any thread) cuts the connection, which cancels the request.
+        """
         payload: dict[str, Any] = {"model": model, "messages": list(messages), "stream": True}
         if options:
             payload["options"] = dict(options)
-        resp = self._call("POST", "/api/chat", payload)
+        resp = self._call("POST", "/api/chat", payload, abort)
         try:
             if resp.status != 200:
                 _raise_for(resp.status, resp.read())

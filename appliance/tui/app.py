@@ -24,7 +24,7 @@ from textual.worker import Worker
 
 from appliance.errors import ApplianceError, ServiceUnavailable
 from appliance.generation.types import GenerationOptions, Message
-from appliance.service.client import ServiceClient
+from appliance.service.client import Abort, ServiceClient
 from appliance.tui.screens import HelpScreen
 from appliance.tui.stream import (
     AnswerDelta,
@@ -166,6 +166,7 @@ class ChatApp(App[None]):
         loop = asyncio.get_running_loop()
         inbox: asyncio.Queue[AnswerEvent | None] = asyncio.Queue()
         stop = threading.Event()
+        abort = Abort()  # Esc cuts the connection at once: the service drops the request even mid-prefill
         request = self._request()
 
         def pump() -> None:
@@ -177,7 +178,7 @@ class ChatApp(App[None]):
 
             try:
                 for event in stream_answer(
-                    self.client, request, options=self.options, should_stop=stop.is_set
+                    self.client, request, options=self.options, should_stop=stop.is_set, abort=abort
                 ):
                     put(event)
             finally:
@@ -213,6 +214,7 @@ class ChatApp(App[None]):
                     self.status.answering(chunks)
         except asyncio.CancelledError:
             stop.set()
+            abort()
             await stream.stop()
             await self._end_turn(user_view, answer_view, "".join(parts), None, cancelled=True)
             raise

@@ -17,7 +17,7 @@ from typing import Any
 
 from appliance.errors import ApplianceError, ServiceUnavailable
 from appliance.generation.types import GenerationOptions
-from appliance.service.client import ServiceClient
+from appliance.service.client import Abort, ServiceClient
 
 __all__ = [
     "AnswerDelta",
@@ -126,6 +126,7 @@ def stream_answer(
     model: str = "",
     options: Mapping[str, Any] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    abort: Abort | None = None,
 ) -> Iterator[AnswerEvent]:
     """Events of one /api/chat turn; see the module docstring. Ends after AnswerDone or AnswerFailed,
     or silently when ``should_stop`` turned true."""
@@ -133,7 +134,7 @@ def stream_answer(
     first_text_at: float | None = None
     got_text = False
     try:
-        chunks = client.chat_stream(messages, model=model, options=options)
+        chunks = client.chat_stream(messages, model=model, options=options, abort=abort)
         try:
             for chunk in chunks:
                 if should_stop():
@@ -158,8 +159,10 @@ def stream_answer(
         yield AnswerFailed(err, got_text)
         return
     except (OSError, http.client.HTTPException, ValueError):
+        if should_stop() or (abort is not None and abort.requested):
+            return  # we cut the connection ourselves
         # A reset socket, a chunked body cut short, or half a JSON line: the service went away.
         yield AnswerFailed(_lost(got_text), got_text)
         return
-    if not should_stop():
+    if not should_stop() and not (abort is not None and abort.requested):
         yield AnswerFailed(_lost(got_text), got_text)  # EOF without the final record
