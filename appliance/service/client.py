@@ -132,6 +132,21 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
+def _exchange(
+    conn: http.client.HTTPConnection,
+    method: str,
+    path: str,
+    body: bytes | None,
+    headers: Mapping[str, str],
+    abort: Abort | None,
+) -> Response:
+    """Send the request, let ``abort`` reach the connection, wait for the response headers."""
+    conn.request(method, path, body=body, headers=dict(headers))
+    if abort is not None:
+        abort.attach(conn)
+    return _OwnedResponse(conn, conn.getresponse())
+
+
 @dataclass(frozen=True)
 class UnixSocketTransport:
     path: str
@@ -147,10 +162,7 @@ class UnixSocketTransport:
     ) -> Response:
         conn = _UnixHTTPConnection(self.path, self.timeout)
         try:
-            conn.request(method, path, body=body, headers=dict(headers))
-            if abort is not None:
-                abort.attach(conn)
-            return _OwnedResponse(conn, conn.getresponse())
+            return _exchange(conn, method, path, body, headers, abort)
         except FileNotFoundError:
             conn.close()
             raise ServiceUnavailable(
@@ -190,10 +202,7 @@ class TCPTransport:
         if self.token:
             all_headers["Authorization"] = f"Bearer {self.token}"
         try:
-            conn.request(method, path, body=body, headers=all_headers)
-            if abort is not None:
-                abort.attach(conn)
-            return _OwnedResponse(conn, conn.getresponse())
+            return _exchange(conn, method, path, body, all_headers, abort)
         except ConnectionRefusedError:
             conn.close()
             raise ServiceUnavailable(f"nothing is listening on {self.host}:{self.port}") from None
