@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -29,12 +30,24 @@ from typing import Any
 import yaml
 
 from appliance.generation.types import GenerationOptions
-from appliance.service.client import ServiceClient, UnixSocketTransport
+from appliance.service.client import Abort, ServiceClient, UnixSocketTransport
 from appliance.tui import ChatApp
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_HF = REPO / "tests" / "fixtures" / "tiny-qwen2" / "hf"
 PROMPT = [{"role": "user", "content": "Tell me about the quick brown fox."}]
+RUN_TIMEOUT_S = 120.0  # one answer in the app; past this the benchmark is broken, not slow
+
+
+def _die_on_thread_error(args: threading.ExceptHookArgs) -> None:
+    """A benchmark whose reader thread crashed would wait forever for the answer: end the process."""
+    sys.__excepthook__(args.exc_type, args.exc_value, args.exc_traceback)
+    os._exit(1)
+
+
+def _deadline_passed(deadline: float, what: str) -> None:
+    if time.monotonic() > deadline:
+        raise SystemExit(f"bench_tui: {what} did not happen within {RUN_TIMEOUT_S:.0f} s")
 
 
 class TimedClient(ServiceClient):
@@ -50,9 +63,10 @@ class TimedClient(ServiceClient):
         *,
         model: str = "",
         options: Mapping[str, Any] | None = None,
+        abort: Abort | None = None,
     ) -> Iterator[dict[str, Any]]:
         self.chunk_times = []
-        for chunk in super().chat_stream(messages, model=model, options=options):
+        for chunk in super().chat_stream(messages, model=model, options=options, abort=abort):
             self.chunk_times.append(time.perf_counter())
             yield chunk
 
@@ -66,8 +80,10 @@ def wire_time(client: TimedClient, tokens: int) -> float:
 async def tui_run(client: TimedClient, tokens: int) -> tuple[float, float, float, int]:
     """(tui stream time, lag, worst loop stall, answer length) for one answer in a fresh app."""
     app = ChatApp(client, options=GenerationOptions(max_new_tokens=tokens))
+    deadline = time.monotonic() + RUN_TIMEOUT_S
     async with app.run_test(size=(100, 40)) as pilot:
         while not app.ready:
+            _deadline_passed(deadline, "the app connecting")
             await pilot.pause(0.02)
         app.prompt.value = PROMPT[0]["content"]
         stalls: list[float] = []
@@ -82,6 +98,10 @@ async def tui_run(client: TimedClient, tokens: int) -> tuple[float, float, float
         monitor = asyncio.create_task(watch_loop())
         await pilot.press("enter")
         while app.answering or len(app.history) < 2:
+            failures = [n.message for n in app._notifications if n.severity == "error"]
+            if failures:
+                raise SystemExit(f"bench_tui: the answer failed: {failures}")
+            _deadline_passed(deadline, "the answer")
             await asyncio.sleep(0.002)
         streaming = False
         await monitor
@@ -152,6 +172,7 @@ def main() -> int:
         help="simulated device time per token; repeatable (default 0 and 1)",
     )
     args = parser.parse_args([] if __name__ != "__main__" else None)
+    threading.excepthook = _die_on_thread_error
     med = statistics.median
     for step_ms in args.step_ms or [0.0, 1.0]:
         wires, runs = measure(args.tokens, args.runs, step_ms)
