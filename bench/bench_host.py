@@ -75,7 +75,7 @@ def median_turns(runs: list[list[TurnRow]]) -> list[TurnRow]:
 
 
 def main() -> int:
-    loaded = load_model(None, engine_options={})
+    loaded = load_model(None)
     gen = loaded.generator
     model = loaded.engine._model  # the same weights, for transformers' own generate
     hf_tok = __import__("transformers").AutoTokenizer.from_pretrained(str(loaded.model.path))

@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from appliance.config.provisioning import ProvisioningSettings
 from appliance.errors import BootImageError, ProvisioningError
 from provisioning import fit_image, ion, memory_edit
 from provisioning.layout import MemoryLayout
 from provisioning.plan import LayoutPlan
-from provisioning.settings import ProvisioningSettings
 from provisioning.state import (
     PendingChange,
     ProvisionState,

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from appliance.config.provisioning import ProvisioningSettings
 from appliance.errors import ApplianceError
 from provisioning import ion, memory_edit
 from provisioning.layout import BoardInfo, HeapInfo, MemoryLayout
 from provisioning.plan import cpu_memory_mib
-from provisioning.settings import ProvisioningSettings
 
 __all__ = ["BoardState", "dts_name", "read_board"]
 

@@ -11,13 +11,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+from appliance.config.provisioning import ProvisioningSettings
 from appliance.errors import ApplianceError, ProvisioningError
 from provisioning import apply as apply_mod
+from provisioning import firstboot
 from provisioning.board import BoardState, read_board
 from provisioning.needs import ModelNeeds, needs_for_model, needs_from_figures
 from provisioning.plan import LayoutPlan, fit_problems, model_capacity, plan_layout
-from provisioning.settings import ProvisioningSettings, load_settings
+from provisioning.settings import load_settings
 from provisioning.state import ProvisionState
+from provisioning.verify import verify_pending
 
 __all__ = ["register"]
 
@@ -177,17 +180,13 @@ def run_rollback(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from provisioning.verify import verify_pending
-
     result = verify_pending(settings_from(args))
     _emit(args, result.to_json(), [f"{result.outcome}: {result.message}"])
     return result.exit_code
 
 
 def run_firstboot(args: argparse.Namespace) -> int:
-    from provisioning.firstboot import run_firstboot as first
-
-    result = first(settings_from(args), force=args.force)
+    result = firstboot.run_firstboot(settings_from(args), force=args.force)
     _emit(args, result, [str(m) for m in result["messages"]])
     return int(result["exit_code"])
 

@@ -16,6 +16,7 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from appliance import paths
 from appliance.errors import DownloadError, ModelFormatError, ModelNotFound
@@ -28,9 +29,10 @@ from appliance.models.manifest import (
     write_manifest,
 )
 from appliance.models.store import bmodel_facts
-from provisioning.catalog import CatalogEntry
+from provisioning.catalog import CatalogEntry, find_entry
+from provisioning.download import DFSS_HOST, dfss_download, download_file
 
-__all__ = ["import_model", "install_files", "remove_model", "store_root"]
+__all__ = ["import_model", "install_files", "pull", "remove_model", "store_root"]
 
 _TOKENIZER_NAMES = (
     "tokenizer.json",
@@ -171,6 +173,44 @@ def import_model(src: Path, name: str | None = None, *, root: Path | None = None
         shutil.copytree(src, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns(MANIFEST_NAME, ".*"))
         write_manifest(staging, _manifest_for(staging, name, base=base, entry=None, source=str(src)))
     return root / name
+
+
+def _name_from(ref: str) -> str:
+    stem = Path(urlparse(ref).path if "://" in ref else ref.split(":", 1)[-1]).name
+    return stem.removesuffix(".bmodel").removesuffix(".zip")
+
+
+def pull(
+    ref: str,
+    *,
+    name: str | None = None,
+    sha256: str | None = None,
+    tokenizer: str | None = None,
+    progress: bool = True,
+    root: Path | None = None,
+) -> Path:
+    """Catalog name, http(s) URL or dfss path (``sophon-demo/...`` or ``open@sophgo.com:...``)."""
+    root = root or store_root()
+    entry = find_entry(ref)
+    name = name or (entry.name if entry else _name_from(ref))
+    downloads = root / ".downloads" / name  # kept across attempts so that downloads resume
+
+    def fetch(source: str, expected: str | None) -> Path:
+        if source.startswith(("http://", "https://")):
+            dest = downloads / Path(urlparse(source).path).name
+            return download_file(source, dest, sha256=expected, progress=progress)
+        return dfss_download(source, downloads, sha256=expected)
+
+    weights = fetch(entry.dfss if entry else ref, sha256 or (entry.sha256 if entry else None))
+    tok_source = tokenizer or (entry.tokenizer if entry else None)
+    archives = [fetch(tok_source, None)] if tok_source else []
+    source = f"{DFSS_HOST}:{entry.dfss}" if entry else ref
+    path = install_files(name, [weights], entry=entry, source=source, move=True, archives=archives, root=root)
+    for archive in archives:
+        archive.unlink(missing_ok=True)
+    if downloads.is_dir() and not any(p for p in downloads.iterdir() if not p.name.startswith(".")):
+        shutil.rmtree(downloads, ignore_errors=True)
+    return path
 
 
 @contextlib.contextmanager

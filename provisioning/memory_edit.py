@@ -21,9 +21,10 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from appliance.config.provisioning import ProvisioningSettings
 from appliance.errors import ProvisioningError
+from provisioning.download import download_file
 from provisioning.layout import HeapLimits, MemoryLayout
-from provisioning.settings import KNOWN_MEMORY_EDIT_PATHS, ProvisioningSettings
 
 __all__ = [
     "EditResult",
@@ -34,6 +35,16 @@ __all__ = [
     "run_configure",
     "run_print",
 ]
+
+# Where memory_edit.sh is commonly unpacked on SE7/SM7 boxes (vendor docs and our own kit dir).
+KNOWN_MEMORY_EDIT_PATHS: tuple[str, ...] = (
+    "/var/lib/llm-tpu/provision/kit/memory_edit/memory_edit.sh",
+    "/opt/sophon/memory_edit/memory_edit.sh",
+    "/data/memory_edit/memory_edit.sh",
+    "/data/.memEdit/memory_edit/memory_edit.sh",
+    "/root/memory_edit/memory_edit.sh",
+    "/home/linaro/memory_edit/memory_edit.sh",
+)
 
 SCRIPT_NAME = "memory_edit.sh"
 _SIZE = re.compile(r"^Info: (max|now) (npu|vpu|vpp|npu\+vpp) size: (0x[0-9a-fA-F]+) \[(\d+) MiB\]\s*$")
@@ -155,8 +166,6 @@ def _fetch_kit(settings: ProvisioningSettings) -> Path:
     kits = settings.state_dir / "kit"
     kits.mkdir(parents=True, exist_ok=True)
     if is_url:
-        from provisioning.download import download_file
-
         archive = kits / Path(kit.split("?")[0]).name
         download_file(kit, archive, sha256=settings.memory_edit_kit_sha256, progress=False)
     else:

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from appliance.bmodel.memory import BmodelMemory, read_bmodel_memory
+from appliance.config.provisioning import ProvisioningSettings
 from appliance.errors import ProvisioningError
 from appliance.models.store import ModelStore
 from provisioning.layout import MIB
-from provisioning.settings import ProvisioningSettings
 
 __all__ = ["ModelNeeds", "needs_for_model", "needs_from_figures", "needs_from_memory", "vendor_threshold_mib"]
 

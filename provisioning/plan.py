@@ -13,10 +13,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from appliance.config.provisioning import ProvisioningSettings
 from appliance.errors import LayoutDoesNotFit
 from provisioning.layout import HeapLimits, MemoryLayout
 from provisioning.needs import ModelNeeds
-from provisioning.settings import ProvisioningSettings
 
 __all__ = ["LayoutPlan", "cpu_memory_mib", "fit_problems", "model_capacity", "plan_layout"]
 

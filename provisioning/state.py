@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from appliance.atomic import fsync_dir, write_json_atomic
+from appliance.config.provisioning import ProvisioningSettings
 from appliance.errors import ProvisioningError
 from provisioning.layout import MemoryLayout
-from provisioning.settings import ProvisioningSettings
 
 __all__ = [
     "PendingChange",

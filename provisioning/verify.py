@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from appliance.config.provisioning import ProvisioningSettings
 from provisioning import ion
 from provisioning.apply import recover, rollback
-from provisioning.settings import ProvisioningSettings
 from provisioning.state import ProvisionState, boot_id, now_iso
 
 __all__ = ["VerifyResult", "verify_pending"]

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from support.vendor_runtime import FIXTURES, model_tool, require_vendor_runtime
 
+from appliance.bmodel.layout import discover_layout, net_descs
 from appliance.bmodel.memory import bmodel_memory, read_bmodel_memory
 from appliance.bmodel.reader import BmodelInfo, read_bmodel
 from appliance.bmodel.report import print_bmodel_info
-from appliance.engine.bmrt.layout import discover_layout, net_descs
 from appliance.errors import ModelFormatError
 
 PLAIN = sorted(p for p in FIXTURES.glob("*.bmodel") if "encrypted" not in p.name)

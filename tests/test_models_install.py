@@ -18,7 +18,7 @@ from appliance.errors import DownloadError, ModelNotFound
 from appliance.models.manifest import read_manifest, sha256_file
 from provisioning import install
 from provisioning.catalog import catalog
-from provisioning.models_cli import pull
+from provisioning.install import pull
 
 TINY = Path(__file__).parent / "fixtures/tiny-qwen2"
 BMODEL = TINY / "tiny-qwen2_bf16_seq64_1dev_sample.bmodel"

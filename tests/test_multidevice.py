@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from appliance.engine.bmrt.layout import (
+from appliance.bmodel.layout import (
     DTYPE_BF16,
     DTYPE_F32,
     DTYPE_I32,
@@ -22,8 +22,8 @@ from appliance.engine.bmrt.layout import (
     discover_layout,
     io_index,
 )
-from appliance.engine.bmrt.runner import LlmRunner
 from appliance.engine.protocol import EngineInfo
+from appliance.engine.runner import LlmRunner
 
 SEQ, H, KV, HD, V, LAYERS = 16, 8, 2, 4, 32, 2
 

@@ -10,6 +10,7 @@ import pytest
 from support.fake_board import SE7_DTS, FakeBoard, Heaps
 
 from appliance.cli.main import main
+from appliance.config.provisioning import ProvisioningSettings
 from appliance.errors import BootImageError, LayoutDoesNotFit, ProvisioningError
 from provisioning import apply as apply_mod
 from provisioning import fit_image, memory_edit
@@ -17,7 +18,6 @@ from provisioning.board import read_board
 from provisioning.layout import MemoryLayout
 from provisioning.needs import needs_from_figures
 from provisioning.plan import plan_layout
-from provisioning.settings import ProvisioningSettings
 from provisioning.state import ProvisionState
 from provisioning.verify import verify_pending
 

@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 from support.fake_board import FakeBoard
 
+from appliance.config.provisioning import ProvisioningSettings
 from appliance.errors import ConfigError, ProvisioningError
 from provisioning.firstboot import run_firstboot
 from provisioning.memory_edit import parse_print_output
 from provisioning.needs import needs_for_model
-from provisioning.settings import ProvisioningSettings, load_settings
+from provisioning.settings import load_settings
 from provisioning.state import ProvisionState
 
 ROOT = Path(__file__).resolve().parents[1]

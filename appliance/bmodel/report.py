@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from appliance.bmodel.layout import LayoutError, discover_layout, net_descs
 from appliance.bmodel.memory import BmodelMemory, bmodel_memory
 from appliance.bmodel.reader import BmodelInfo, NetInfo, TensorInfo, read_bmodel
 
@@ -46,9 +47,6 @@ def _net_json(n: NetInfo) -> dict[str, Any]:
 
 
 def _llm_json(info: BmodelInfo) -> dict[str, Any] | None:
-    # Imported here: the engine layer depends on the reader, not the other way round.
-    from appliance.engine.bmrt.layout import LayoutError, discover_layout, net_descs
-
     try:
         return discover_layout(net_descs(info), device_num=info.device_num).to_json()
     except LayoutError:

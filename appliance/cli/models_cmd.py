@@ -1,4 +1,8 @@
-"""`llm-tpu models ...`: list installed models and show what a model (or a .bmodel file) is."""
+"""`llm-tpu models list|info|pull|import|rm|catalog`: list, inspect and install models.
+
+The one home of the models subcommands; the work is done by appliance.models (store, manifests) and
+provisioning.install (downloads, atomic installs).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,12 @@ import json
 import sys
 from pathlib import Path
 
+from appliance.bmodel.report import print_bmodel_info
 from appliance.models import embedded
 from appliance.models.store import ModelStore
-from provisioning.models_cli import register_model_commands
+from provisioning import install
+from provisioning.catalog import catalog
+from provisioning.download import DFSS_HOST
 
 
 def _human(n: float) -> str:
@@ -61,8 +68,6 @@ def run_list(args: argparse.Namespace) -> int:
 def run_info(args: argparse.Namespace) -> int:
     path = Path(args.model).expanduser()
     if path.suffix == ".bmodel" and path.is_file():
-        from appliance.bmodel.report import print_bmodel_info
-
         return print_bmodel_info(path, as_json=args.json)
     model = ModelStore().resolve(args.model)
     data = model.manifest.to_json()
@@ -88,6 +93,67 @@ def run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print(args: argparse.Namespace, data: dict[str, object], text: str) -> None:
+    print(json.dumps(data, indent=2) if args.json else text)
+
+
+def run_pull(args: argparse.Namespace) -> int:
+    path = install.pull(
+        args.ref, name=args.name, sha256=args.sha256, tokenizer=args.tokenizer, progress=sys.stderr.isatty()
+    )
+    _print(args, {"installed": str(path)}, f"installed {path.name} in {path}")
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    path = install.import_model(args.path, args.name)
+    _print(args, {"installed": str(path)}, f"imported {path.name} into {path}")
+    return 0
+
+
+def run_rm(args: argparse.Namespace) -> int:
+    path = install.remove_model(args.name)
+    _print(args, {"removed": str(path)}, f"removed {args.name} ({path})")
+    return 0
+
+
+def run_catalog(args: argparse.Namespace) -> int:
+    entries = catalog()
+    if args.json:
+        print(json.dumps([e.to_json() for e in entries], indent=2))
+    else:
+        for e in entries:
+            print(f"{e.name:<22} {e.family:<12} {e.quantization:<5} seq {e.seq_len:<5} {DFSS_HOST}:{e.dfss}")
+    return 0
+
+
+def _register_install_commands(msub: argparse._SubParsersAction) -> None:
+    p = msub.add_parser(
+        "pull",
+        help="download and install a model",
+        description="Download a model (catalog name, http(s) URL, or Sophgo dfss path) into the store. "
+        "Downloads resume; the model appears only when complete and verified.",
+    )
+    p.add_argument("ref", help="catalog name (see `models catalog`), URL, or dfss path")
+    p.add_argument("--name", help="install under this name")
+    p.add_argument("--sha256", help="expected sha256 of the weights")
+    p.add_argument("--tokenizer", help="URL or dfss path of a tokenizer .zip to unpack next to the weights")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run_pull)
+    i = msub.add_parser("import", help="install a model from a directory or .bmodel file")
+    i.add_argument("path", type=Path, help="model directory or .bmodel file")
+    i.add_argument("--name", help="install under this name")
+    i.add_argument("--json", action="store_true", help="machine-readable output")
+    i.set_defaults(func=run_import)
+    r = msub.add_parser("rm", help="remove an installed model")
+    r.add_argument("name", help="installed model name")
+    r.add_argument("--json", action="store_true", help="machine-readable output")
+    r.set_defaults(func=run_rm)
+    c = msub.add_parser("catalog", help="list the models `models pull` knows by name")
+    c.add_argument("--json", action="store_true", help="machine-readable output")
+    c.set_defaults(func=run_catalog)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list, inspect and install models", description=__doc__)
     msub = p.add_subparsers(dest="models_command", metavar="ACTION")
@@ -102,5 +168,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     info.add_argument("model", help="model name, model directory or .bmodel file")
     info.add_argument("--json", action="store_true", help="machine-readable output")
     info.set_defaults(func=run_info)
-    register_model_commands(msub)
+    _register_install_commands(msub)
     p.set_defaults(func=lambda args: p.print_help() or 2)

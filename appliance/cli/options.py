@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from appliance.engine.options import ENGINE_KINDS, EngineOptions
 from appliance.generation.types import GenerationOptions
 from appliance.models.loader import LoadedModel, load_model
-from appliance.models.manifest import ENGINE_KINDS
 
 __all__ = ["add_generation_options", "add_model_options", "generation_options", "load_from_args"]
 
@@ -50,9 +50,9 @@ def generation_options(args: argparse.Namespace) -> GenerationOptions:
 
 
 def load_from_args(args: argparse.Namespace, **kwargs: Any) -> LoadedModel:
-    engine_options = {
-        key: getattr(args, key)
-        for key in ("threads", "libdir", "decrypt_lib")
-        if getattr(args, key, None) is not None
-    }
+    engine_options = EngineOptions(
+        threads=getattr(args, "threads", None),
+        libdir=getattr(args, "libdir", None),
+        decrypt_lib=getattr(args, "decrypt_lib", None),
+    )
     return load_model(args.model, engine=args.engine, engine_options=engine_options, **kwargs)

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 
 from appliance.config import load_config
+from appliance.engine.options import ENGINE_CHOICES
 from appliance.service.systemd_integration import setup_logging
 
 
@@ -43,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", metavar="REF", help="model name or directory (overrides model.ref)")
     p.add_argument(
         "--engine",
-        choices=("auto", "sail", "bmrt", "host", "scripted"),
+        choices=ENGINE_CHOICES,
         help="engine (overrides model.engine)",
     )
     p.add_argument("--tcp", metavar="HOST:PORT", help="also listen on TCP (needs a token file)")

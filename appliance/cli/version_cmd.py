@@ -4,24 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-from importlib import metadata
 
-from appliance import __version__
-
-
-def versions() -> dict[str, str]:
-    out = {
-        "llm-tpu-appliance": __version__,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-    }
-    for dist in ("torch", "transformers", "tokenizers", "aiohttp", "textual", "sophon"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
+from appliance.versions import versions
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,7 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from provisioning.settings import ProvisioningSettings
+from appliance.config.provisioning import ProvisioningSettings
+from appliance.engine.options import EngineChoice
 
 __all__ = [
     "ApplianceConfig",
@@ -67,7 +68,7 @@ class ModelSection(_Section):
         "default",
         description="model to serve: a name from `llm-tpu models list` or a path to a model directory",
     )
-    engine: Literal["auto", "sail", "bmrt", "host", "scripted"] = Field(
+    engine: EngineChoice = Field(
         "auto",
         description="auto picks sail, then bmrt on a real device, then host; scripted is a test engine",
     )

@@ -22,13 +22,14 @@ from appliance.engine.protocol import (
 )
 from appliance.errors import ContextOverflow, EngineUnavailable, ModelLoadError
 
-__all__ = ["DEFAULT_MAX_SEQ_LEN", "HostEngine"]
+__all__ = ["DEFAULT_MAX_SEQ_LEN", "HostEngine", "import_torch"]
 
 DEFAULT_MAX_SEQ_LEN = 4096
 _DTYPES = ("float32", "bfloat16", "float16")
 
 
-def _import_torch() -> Any:
+def import_torch() -> Any:
+    """torch, imported on first use (the host extra), with transformers' progress bars silenced."""
     try:
         import torch
         import transformers
@@ -53,7 +54,7 @@ class HostEngine:
         dtype: str = "float32",
         max_seq_len: int | None = None,
     ) -> None:
-        torch = _import_torch()
+        torch = import_torch()
         from transformers import AutoModelForCausalLM, DynamicCache
 
         if dtype not in _DTYPES:

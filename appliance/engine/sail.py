@@ -20,12 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from appliance.bmodel.layout import DTYPE_F32, DTYPE_I32, IoDesc, LayoutError, NetDesc, discover_layout
 from appliance.bmodel.reader import read_bmodel
-from appliance.engine.bmrt.engine import layout_details
-from appliance.engine.bmrt.layout import DTYPE_F32, DTYPE_I32, IoDesc, LayoutError, NetDesc, discover_layout
-from appliance.engine.bmrt.runner import SUFFIX_DECODE_MAX, LlmRunner
 from appliance.engine.protocol import EngineInfo
-from appliance.errors import EngineUnavailable, ModelFormatError, ModelLoadError
+from appliance.engine.runner import SUFFIX_DECODE_MAX, LlmRunner, layout_details
+from appliance.errors import EngineUnavailable, InsufficientTPUMemory, ModelFormatError, ModelLoadError
 
 __all__ = ["MIN_SAIL", "SailBackend", "SailEngine", "import_sail"]
 
@@ -78,8 +77,6 @@ class SailBackend:
         except Exception as exc:  # sail raises RuntimeError/SailEngineError with the vendor text
             text = str(exc)
             if "alloc" in text.lower() or "memory" in text.lower():
-                from appliance.errors import InsufficientTPUMemory
-
                 raise InsufficientTPUMemory(
                     f"sail could not allocate the model's TPU memory: {text}",
                     hint="see what the model needs and what the TPU has: llm-tpu provision check",

@@ -1,16 +1,24 @@
-"""Engine choice: ``auto`` | ``sail`` | ``bmrt`` | ``host``, from the manifest or the caller."""
+"""Engine choice: ``auto`` | ``sail`` | ``bmrt`` | ``host``, from the manifest or the caller.
+
+The engine layer knows model files, not manifests: the caller (appliance.models.loader) passes the
+model directory and its weight files.
+"""
 
 from __future__ import annotations
 
 import glob
 import importlib.util
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
+from appliance.engine.bmrt.engine import BmrtEngine
+from appliance.engine.bmrt.lib import DEVICE_LIBDIR
+from appliance.engine.host import HostEngine
+from appliance.engine.options import ENGINE_KINDS, EngineOptions
 from appliance.engine.protocol import Engine
+from appliance.engine.sail import SailEngine
 from appliance.errors import EngineUnavailable, ModelFormatError
-from appliance.models.manifest import ENGINE_KINDS, ModelManifest
 
 __all__ = ["open_engine", "resolve_auto"]
 
@@ -28,7 +36,7 @@ def _sail_importable() -> bool:
         return False
 
 
-def resolve_auto(name: str, is_bmodel: bool, options: dict[str, Any]) -> str:
+def resolve_auto(name: str, is_bmodel: bool, options: EngineOptions) -> str:
     """``auto``: sail (importable, device present), then bmrt on a device, then host.
 
     A bmodel on a machine without a TPU runs only on the cmodel, and only when a libdir is given
@@ -36,14 +44,12 @@ def resolve_auto(name: str, is_bmodel: bool, options: dict[str, Any]) -> str:
     """
     if not is_bmodel:
         return "host"
-    from appliance.engine.bmrt.lib import DEVICE_LIBDIR
-
     if _tpu_present():
         if _sail_importable():
             return "sail"
         if (DEVICE_LIBDIR / "libbmrt.so.1.0").exists() or (DEVICE_LIBDIR / "libbmrt.so").exists():
             return "bmrt"
-    if options.get("libdir") or os.environ.get("LLM_TPU_BMRT_LIBDIR"):
+    if options.libdir or os.environ.get("LLM_TPU_BMRT_LIBDIR"):
         return "bmrt"
     raise EngineUnavailable(
         f"{name} is a .bmodel and this machine has no TPU ({TPU_DEVICE_GLOB}) with libsophon or sail",
@@ -52,50 +58,56 @@ def resolve_auto(name: str, is_bmodel: bool, options: dict[str, Any]) -> str:
     )
 
 
-def _open_tpu(kind: str, model_dir: Path, manifest: ModelManifest, options: dict[str, Any]) -> Engine:
-    bmodels = [f for f in manifest.weights if f.path.endswith(".bmodel")]
+def _open_tpu(kind: str, name: str, bmodels: Sequence[Path], options: EngineOptions) -> Engine:
     if not bmodels:
         raise ModelFormatError(
-            f"{manifest.name} has no .bmodel: the {kind} engine runs bmodels only",
+            f"{name} has no .bmodel: the {kind} engine runs bmodels only",
             hint="use --engine host for a Hugging Face model directory",
         )
-    path = model_dir / bmodels[0].path
-    common: dict[str, Any] = {
-        "decrypt_lib": options.get("decrypt_lib"),
-        "devices": options.get("devices"),
-        "vocab_size": options.get("vocab_size"),
-    }
+    path = bmodels[0]
+    devices = list(options.devices) if options.devices is not None else None
     if kind == "sail":
-        from appliance.engine.sail import SailEngine
+        return SailEngine.open(
+            path, decrypt_lib=options.decrypt_lib, devices=devices, vocab_size=options.vocab_size
+        )
+    return BmrtEngine.open(
+        path,
+        libdir=options.libdir,
+        allow_cmodel=True,
+        decrypt_lib=options.decrypt_lib,
+        devices=devices,
+        vocab_size=options.vocab_size,
+    )
 
-        return SailEngine.open(path, **common)
-    from appliance.engine.bmrt.engine import BmrtEngine
 
-    return BmrtEngine.open(path, libdir=options.get("libdir"), allow_cmodel=True, **common)
+def open_engine(
+    kind: str,
+    model_dir: Path,
+    weights: Sequence[str],
+    *,
+    name: str,
+    options: EngineOptions | None = None,
+) -> Engine:
+    """Open the engine ``kind`` (``auto`` resolves) on the model ``name`` in ``model_dir``.
 
-
-def open_engine(kind: str, model_dir: Path, manifest: ModelManifest, **options: Any) -> Engine:
-    """Open the engine ``kind`` (``auto`` resolves) on an installed model."""
+    ``weights`` are the weight files relative to ``model_dir`` (a manifest's weights).
+    """
+    options = options or EngineOptions()
     if kind not in ENGINE_KINDS:
         raise EngineUnavailable(f"unknown engine {kind!r}", hint=f"use one of {', '.join(ENGINE_KINDS)}")
-    weights = manifest.weights
-    is_bmodel = any(f.path.endswith(".bmodel") for f in weights)
+    bmodels = [model_dir / w for w in weights if w.endswith(".bmodel")]
+    is_bmodel = bool(bmodels)
     if kind == "auto":
-        kind = resolve_auto(manifest.name, is_bmodel, options)
+        kind = resolve_auto(name, is_bmodel, options)
     if kind in ("bmrt", "sail"):
-        return _open_tpu(kind, model_dir, manifest, options)
+        return _open_tpu(kind, name, bmodels, options)
     if kind == "host":
         if is_bmodel:
             raise ModelFormatError(
-                f"{manifest.name} is a .bmodel, which only the TPU engines (sail, bmrt) run",
+                f"{name} is a .bmodel, which only the TPU engines (sail, bmrt) run",
                 hint="use a Hugging Face model directory for the host engine",
             )
-        from appliance.engine.host import HostEngine
-
         return HostEngine(
-            model_dir,
-            threads=options.get("threads"),
-            dtype=options.get("dtype", "float32"),
-            max_seq_len=options.get("max_seq_len"),
+            model_dir, threads=options.threads, dtype=options.dtype, max_seq_len=options.max_seq_len
         )
     raise EngineUnavailable(f"unknown engine {kind!r}", hint=f"use one of {', '.join(ENGINE_KINDS)}")

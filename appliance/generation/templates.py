@@ -23,7 +23,7 @@ from appliance.errors import InvalidRequest, ModelFormatError
 from appliance.generation.tokenizer import ChatTokenizer
 from appliance.generation.types import Message
 
-__all__ = ["ChatTemplate", "make_template"]
+__all__ = ["TEMPLATE_NAMES", "ChatTemplate", "make_template"]
 
 QWEN_DEFAULT_SYSTEM = "You are a helpful assistant."
 BAICHUAN2_USER_ID = 195
@@ -137,6 +137,8 @@ _BUILDERS: dict[str, Callable[[ChatTokenizer, str | None], ChatTemplate]] = {
     "baichuan2": _baichuan2_template,
     "wizardcoder": _wizardcoder_template,
 }
+# The names a manifest may give as its template (the one list: manifests take it from here).
+TEMPLATE_NAMES: tuple[str, ...] = tuple(_BUILDERS)
 
 
 def make_template(name: str, tok: ChatTokenizer, *, default_system: str | None = None) -> ChatTemplate:

@@ -13,21 +13,19 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from appliance import paths
+from appliance.engine.host import import_torch
 from appliance.errors import ApplianceError, ModelFormatError, ModelNotFound
 from appliance.models.manifest import (
     MANIFEST_NAME,
+    InstalledModel,
     ModelFile,
     ModelManifest,
     read_manifest,
     sha256_file,
     write_manifest,
 )
-
-if TYPE_CHECKING:
-    from appliance.models.store import InstalledModel
 
 __all__ = ["ALIASES", "NAME", "ensure_embedded_model", "gguf_path"]
 
@@ -54,9 +52,7 @@ def gguf_path() -> Path:
 
 
 def _convert(gguf: Path, out: Path) -> None:
-    from appliance.engine.host import _import_torch
-
-    _import_torch()  # also silences transformers' progress bars
+    import_torch()  # also silences transformers' progress bars
     try:
         import torch
         from safetensors.torch import save_file
@@ -126,8 +122,6 @@ def _complete(model_dir: Path) -> bool:
 
 def ensure_embedded_model(cache: Path | None = None) -> InstalledModel:
     """The converted embedded model, converting it first when the cache lacks it."""
-    from appliance.models.store import InstalledModel
-
     root = (cache or paths.cache_dir()) / "models"
     target = root / NAME
     if not _complete(target):

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from appliance.engine.options import EngineOptions
 from appliance.engine.protocol import Engine
 from appliance.engine.select import open_engine
 from appliance.generation.loop import Generator
 from appliance.generation.templates import ChatTemplate, make_template
 from appliance.generation.tokenizer import ChatTokenizer
-from appliance.models.store import InstalledModel, ModelStore
+from appliance.models.manifest import InstalledModel
+from appliance.models.store import ModelStore
 
 __all__ = ["LoadedModel", "load_model"]
 
@@ -43,7 +44,7 @@ def load_model(
     *,
     engine: str | None = None,
     store: ModelStore | None = None,
-    engine_options: Mapping[str, Any] | None = None,
+    engine_options: EngineOptions | None = None,
     prefix_reuse: bool = True,
 ) -> LoadedModel:
     """Resolve ``ref`` and load it; ``engine`` None takes the manifest's choice."""
@@ -52,7 +53,13 @@ def load_model(
     manifest = model.manifest
     tokenizer = ChatTokenizer.from_dir(model.tokenizer_dir)
     template = make_template(manifest.template, tokenizer, default_system=manifest.default_system_prompt)
-    eng = open_engine(engine or manifest.engine, model.path, manifest, **dict(engine_options or {}))
+    eng = open_engine(
+        engine or manifest.engine,
+        model.path,
+        [f.path for f in manifest.weights],
+        name=manifest.name,
+        options=engine_options,
+    )
     load_ns = time.perf_counter_ns() - start
     generator = Generator(eng, tokenizer, template, load_duration_ns=load_ns, prefix_reuse=prefix_reuse)
     return LoadedModel(model, eng, tokenizer, template, generator, load_ns)

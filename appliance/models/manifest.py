@@ -10,16 +10,17 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from appliance.atomic import write_json_atomic
+from appliance.engine.options import ENGINE_KINDS, EngineKind
 from appliance.errors import ModelFormatError
+from appliance.generation.templates import TEMPLATE_NAMES
 
 __all__ = [
-    "ENGINE_KINDS",
     "FAMILIES",
     "MANIFEST_NAME",
-    "TEMPLATE_SOURCES",
+    "InstalledModel",
     "ModelFile",
     "ModelManifest",
     "read_manifest",
@@ -29,12 +30,7 @@ __all__ = [
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
-ENGINE_KINDS: tuple[str, ...] = ("auto", "sail", "bmrt", "host")
 FAMILIES: tuple[str, ...] = ("qwen", "qwen2", "llama", "baichuan2", "wizardcoder", "other")
-# "tokenizer": the tokenizer's own chat_template; the others are built-in templates (templates.py).
-TEMPLATE_SOURCES: tuple[str, ...] = ("tokenizer", "chatml", "baichuan2", "wizardcoder")
-
-EngineKind = Literal["auto", "sail", "bmrt", "host"]
 
 
 @dataclass(frozen=True)
@@ -65,9 +61,9 @@ class ModelManifest:
             raise ModelFormatError(
                 f"manifest of {self.name!r}: engine {self.engine!r} is not one of {ENGINE_KINDS}"
             )
-        if self.template not in TEMPLATE_SOURCES:
+        if self.template not in TEMPLATE_NAMES:
             raise ModelFormatError(
-                f"manifest of {self.name!r}: template {self.template!r} is not one of {TEMPLATE_SOURCES}"
+                f"manifest of {self.name!r}: template {self.template!r} is not one of {TEMPLATE_NAMES}"
             )
         if self.max_seq_len < 2:
             raise ModelFormatError(f"manifest of {self.name!r}: max_seq_len {self.max_seq_len} is too small")
@@ -130,3 +126,24 @@ def write_manifest(model_dir: Path, manifest: ModelManifest) -> Path:
     path = model_dir / MANIFEST_NAME
     write_json_atomic(path, manifest.to_json())
     return path
+
+
+@dataclass(frozen=True)
+class InstalledModel:
+    """A model directory and its manifest (installed in the store, or given as a path)."""
+
+    path: Path  # the model directory
+    manifest: ModelManifest
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        return self.path / str(self.manifest.extra.get("tokenizer_dir", "."))
+
+    @property
+    def weights_path(self) -> Path:
+        weights = self.manifest.weights
+        return self.path / weights[0].path if len(weights) == 1 else self.path

@@ -8,16 +8,23 @@ name of an installed model in one of the store roots (appliance.paths.model_dirs
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from appliance import paths
+from appliance.bmodel.memory import bmodel_memory
+from appliance.bmodel.reader import read_bmodel
 from appliance.errors import ApplianceError, ModelFormatError, ModelNotFound
 from appliance.models import embedded
-from appliance.models.manifest import MANIFEST_NAME, ModelFile, ModelManifest, read_manifest
+from appliance.models.manifest import (
+    MANIFEST_NAME,
+    InstalledModel,
+    ModelFile,
+    ModelManifest,
+    read_manifest,
+)
 
-__all__ = ["InstalledModel", "ModelStore", "manifest_for_path"]
+__all__ = ["ModelStore", "manifest_for_path"]
 
 _FAMILIES = {
     "qwen2": "qwen2",
@@ -32,25 +39,6 @@ _TOKENIZER_FILES = (
     "generation_config.json",
     "chat_template.jinja",
 )
-
-
-@dataclass(frozen=True)
-class InstalledModel:
-    path: Path  # the model directory
-    manifest: ModelManifest
-
-    @property
-    def name(self) -> str:
-        return self.manifest.name
-
-    @property
-    def tokenizer_dir(self) -> Path:
-        return self.path / str(self.manifest.extra.get("tokenizer_dir", "."))
-
-    @property
-    def weights_path(self) -> Path:
-        weights = self.manifest.weights
-        return self.path / weights[0].path if len(weights) == 1 else self.path
 
 
 def _describe(path: Path, role: str, base: Path) -> ModelFile:
@@ -86,9 +74,6 @@ def _hf_manifest(model_dir: Path) -> ModelManifest:
 
 def bmodel_facts(bmodel: Path) -> dict[str, Any]:
     """SEQLEN and memory need from the bmodel itself (empty when it cannot be read, e.g. encrypted)."""
-    from appliance.bmodel.memory import bmodel_memory
-    from appliance.bmodel.reader import read_bmodel
-
     try:
         info = read_bmodel(bmodel)
     except ApplianceError:

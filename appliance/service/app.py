@@ -24,6 +24,7 @@ from appliance.service.http_errors import HttpError, error_response
 from appliance.service.metrics import CONTENT_TYPE_LATEST
 from appliance.service.openapi import openapi_document
 from appliance.service.state import STATE, ServiceState, tpu_status
+from appliance.versions import versions
 
 __all__ = ["create_app"]
 
@@ -124,8 +125,6 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    from appliance.cli.version_cmd import versions
-
     state = request.app[STATE]
     m = state.model
     model: dict[str, Any] = {"ref": state.config.model.ref, "engine": state.config.model.engine}

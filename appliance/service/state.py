@@ -13,10 +13,17 @@ from typing import Any
 from aiohttp import web
 
 from appliance.config.schema import ApplianceConfig, ModelSection
+from appliance.engine.options import EngineOptions
 from appliance.engine.protocol import Engine
+from appliance.engine.scripted import ScriptedEngine, script_from_text
 from appliance.errors import ApplianceError, ConfigError, ServiceUnavailable
+from appliance.generation.loop import Generator
+from appliance.generation.templates import make_template
+from appliance.generation.tokenizer import ChatTokenizer
+from appliance.models.loader import load_model
 from appliance.service.metrics import ServiceMetrics
 from appliance.service.scheduler import ChatGenerator, Scheduler
+from provisioning.ion import IonUnavailable, read_heaps
 
 __all__ = ["STATE", "ServedModel", "ServiceState", "load_served_model", "tpu_status"]
 
@@ -64,11 +71,6 @@ class ServiceState:
 
 
 def _scripted(section: ModelSection) -> ServedModel:
-    from appliance.engine.scripted import ScriptedEngine, script_from_text
-    from appliance.generation.loop import Generator
-    from appliance.generation.templates import make_template
-    from appliance.generation.tokenizer import ChatTokenizer
-
     start = time.perf_counter_ns()
     tok_dir = Path(section.ref)
     if not (tok_dir / "tokenizer.json").is_file():
@@ -96,17 +98,9 @@ def load_served_model(section: ModelSection) -> ServedModel:
     """Load the configured model (runs on the engine thread; may take minutes on a device)."""
     if section.engine == "scripted":
         return _scripted(section)
-    from appliance.models.loader import load_model
-
-    engine_options = {
-        key: value
-        for key, value in (
-            ("threads", section.threads),
-            ("libdir", section.libdir),
-            ("decrypt_lib", section.decrypt_lib),
-        )
-        if value is not None
-    }
+    engine_options = EngineOptions(
+        threads=section.threads, libdir=section.libdir, decrypt_lib=section.decrypt_lib
+    )
     loaded = load_model(
         section.ref,
         engine=None if section.engine == "auto" else section.engine,
@@ -137,10 +131,6 @@ def tpu_status() -> dict[str, Any]:
     """TPU device nodes and ION heap use, where this process can see them (root on the box)."""
     devices = sorted(str(p) for p in Path("/dev").glob("bm-sophon*"))
     out: dict[str, Any] = {"devices": devices, "ctl": os.path.exists("/dev/bmdev-ctl")}
-    try:
-        from provisioning.ion import IonUnavailable, read_heaps
-    except ImportError:
-        return out
     try:
         out["heaps"] = {name: dataclasses.asdict(h) for name, h in read_heaps(Path("/")).items()}
     except (IonUnavailable, OSError) as exc:

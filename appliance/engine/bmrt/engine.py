@@ -6,31 +6,17 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from appliance.bmodel.layout import LayoutError, discover_layout
 from appliance.bmodel.reader import read_bmodel
-from appliance.engine.bmrt.layout import LayoutError, LlmLayout, discover_layout
 from appliance.engine.bmrt.lib import find_libdir, load_libs
-from appliance.engine.bmrt.runner import SUFFIX_DECODE_MAX, LlmRunner
 from appliance.engine.bmrt.runtime import BmrtBackend
 from appliance.engine.protocol import EngineInfo
+from appliance.engine.runner import SUFFIX_DECODE_MAX, LlmRunner, layout_details
 from appliance.errors import ModelFormatError, ModelLoadError
 
-__all__ = ["BmrtEngine", "layout_details"]
+__all__ = ["BmrtEngine"]
 
 log = logging.getLogger(__name__)
-
-
-def layout_details(layout: LlmLayout) -> dict[str, str]:
-    return {
-        "layout": (
-            f"{layout.layers} layers, seq {layout.seq_len}, {layout.dtype_name}, "
-            f"lm_head {'greedy' if layout.lm_head_greedy else 'logits'}, "
-            f"heads {','.join(layout.heads) or 'none'}, "
-            f"{'dynamic' if layout.dynamic_prefill else 'static'} prefill, "
-            f"KV {'io_alone' if layout.cache_addr_mode == 1 else 'app buffers'}"
-        ),
-        "devices": str(layout.devices),
-        "prefix_reuse": "decode steps for short suffixes, re-prefill from 0 otherwise",
-    }
 
 
 class BmrtEngine(LlmRunner):

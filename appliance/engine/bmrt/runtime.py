@@ -1,6 +1,6 @@
 """The bmrt backend: devices, a loaded bmodel, device buffers, launches (over lib.py's ctypes).
 
-It implements the small :class:`~appliance.engine.bmrt.runner.Backend` interface the shared LLM
+It implements the small :class:`~appliance.engine.runner.Backend` interface the shared LLM
 orchestration needs: the nets' own I/O buffers, allocation, host<->device and device<->device
 copies (byte offsets), and prepared launches whose tensor arrays are built once and re-used every
 step (only the shapes of dynamic nets change), so that a decode step costs few Python operations.
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from appliance.engine.bmrt.layout import IoDesc, NetDesc
+from appliance.bmodel.layout import IoDesc, NetDesc
 from appliance.engine.bmrt.lib import DECRYPT_FUNC, BmDeviceMem, BmrtLibs, BmTensor
 from appliance.errors import EngineError, InsufficientTPUMemory, ModelLoadError
 

@@ -28,16 +28,31 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from appliance.engine.bmrt.layout import DTYPE_BF16, LlmLayout, NetDesc, io_index
+from appliance.bmodel.layout import DTYPE_BF16, LlmLayout, NetDesc, io_index
 from appliance.engine.protocol import Capabilities, DeviceSampling, EngineInfo, EngineLimits, StepOutput
 from appliance.errors import ContextOverflow, InvalidRequest
 
-__all__ = ["MASK_BF16", "MASK_F16", "Backend", "LlmRunner"]
+__all__ = ["MASK_BF16", "MASK_F16", "Backend", "LlmRunner", "layout_details"]
 
 MASK_BF16 = 0xC61C  # about -9984, the bit pattern the vendor uses for bf16
 MASK_F16 = int(np.array(-10000.0, np.float16).view(np.uint16))
 SUFFIX_DECODE_MAX = 8
 CAND = 50
+
+
+def layout_details(layout: LlmLayout) -> dict[str, str]:
+    """The layout in words, for EngineInfo.details (bmrt and sail report it the same way)."""
+    return {
+        "layout": (
+            f"{layout.layers} layers, seq {layout.seq_len}, {layout.dtype_name}, "
+            f"lm_head {'greedy' if layout.lm_head_greedy else 'logits'}, "
+            f"heads {','.join(layout.heads) or 'none'}, "
+            f"{'dynamic' if layout.dynamic_prefill else 'static'} prefill, "
+            f"KV {'io_alone' if layout.cache_addr_mode == 1 else 'app buffers'}"
+        ),
+        "devices": str(layout.devices),
+        "prefix_reuse": "decode steps for short suffixes, re-prefill from 0 otherwise",
+    }
 
 
 class Backend(Protocol):
