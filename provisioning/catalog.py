@@ -1,15 +1,24 @@
-"""The catalog of known models (catalog.json): where the vendor publishes them and what they are."""
+"""The catalog of known models (catalog.json): where the vendor publishes them and what they are.
+
+Every entry names its family, quantization, SEQLEN, chat template, the vendor's own file name on the
+dfss server, its tokenizer (a dfss archive, or none when the vendor ships it elsewhere), the tokenizer
+format inside, and the TPU memory to plan for before the bmodel itself can be read.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib import resources
-from typing import Any
+from pathlib import PurePosixPath
+from typing import Any, Literal
 
-from appliance.errors import ModelNotFound
+from appliance.errors import ModelFormatError, ModelNotFound
+from appliance.models.manifest import FAMILIES, TEMPLATE_SOURCES
 
 __all__ = ["CatalogEntry", "catalog", "find_entry", "require_entry"]
+
+TOKENIZER_FORMATS = ("fast", "tiktoken", "sentencepiece", "bpe")
 
 
 @dataclass(frozen=True)
@@ -19,12 +28,34 @@ class CatalogEntry:
     quantization: str
     seq_len: int
     template: str
-    dfss: str
-    tokenizer: str | None = None
+    dfss: str  # path on the vendor's server; its last part is the vendor's file name
+    tokenizer: str | None = None  # dfss path or URL of the tokenizer archive; None: the vendor ships none
+    tokenizer_format: str = "fast"
+    memory_mib: int = 0
+    memory_source: Literal["vendor", "estimate"] = "estimate"
+    params: str = ""
+    devices: int = 1
     sha256: str | None = None
 
+    def __post_init__(self) -> None:
+        problems = []
+        if self.family not in FAMILIES:
+            problems.append(f"family {self.family!r} is not one of {FAMILIES}")
+        if self.template not in TEMPLATE_SOURCES:
+            problems.append(f"template {self.template!r} is not one of {TEMPLATE_SOURCES}")
+        if self.tokenizer_format not in TOKENIZER_FORMATS:
+            problems.append(f"tokenizer_format {self.tokenizer_format!r} is not one of {TOKENIZER_FORMATS}")
+        if self.seq_len < 2 or self.memory_mib <= 0 or self.devices < 1:
+            problems.append("seq_len, memory_mib and devices must be positive")
+        if problems:
+            raise ModelFormatError(f"catalog entry {self.name!r}: " + "; ".join(problems))
+
+    @property
+    def vendor_file(self) -> str:
+        return PurePosixPath(self.dfss).name
+
     def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {**asdict(self), "vendor_file": self.vendor_file}
 
 
 def catalog() -> list[CatalogEntry]:

@@ -217,12 +217,26 @@ def test_dfss_is_invoked_with_the_vendor_url(
 
 
 def test_catalog_covers_the_seed_models() -> None:
-    names = {e.name for e in catalog()}
-    assert names == {
-        "qwen-7b-int4", "qwen1.5-1.8b-int4", "qwen1.5-4b-int4", "qwen1.5-7b-int4",
-        "qwen2-1.5b-int4", "qwen2-7b-int4", "baichuan2-7b-int4", "wizardcoder-15b-int4",
+    entries = {e.name: e for e in catalog()}
+    # every model and quantization the seeds' download scripts name (issue 12)
+    assert set(entries) == {
+        "qwen1.5-1.8b-int4", "qwen1.5-1.8b-int8", "qwen1.5-4b-int4", "qwen1.5-7b-int4",
+        "qwen2-1.5b-int4", "qwen2-1.5b-int8", "qwen2-7b-int4", "qwen2-7b-int8",
+        "qwen-7b-int4", "qwen-7b-int8", "baichuan2-7b-int4", "baichuan2-7b-int8", "wizardcoder-15b-int4",
     }  # fmt: skip
-    assert all(e.dfss.endswith(".bmodel") for e in catalog())
+    for e in entries.values():
+        assert e.vendor_file.endswith("_1dev.bmodel") or "_1dev_" in e.vendor_file, e.name
+        assert e.quantization in e.vendor_file and e.memory_mib > 0
+    formats = {e.family: (e.tokenizer_format, e.template) for e in entries.values()}
+    assert formats == {
+        "qwen": ("tiktoken", "chatml"),
+        "qwen2": ("fast", "tokenizer"),
+        "baichuan2": ("sentencepiece", "baichuan2"),
+        "wizardcoder": ("bpe", "wizardcoder"),
+    }
+    # the vendor README thresholds where they exist (sophgo-facts.md section 7)
+    assert entries["baichuan2-7b-int8"].memory_mib == 9216 and entries["qwen-7b-int4"].memory_mib == 4608
+    assert entries["wizardcoder-15b-int4"].tokenizer is None  # the vendor ships it in a git repository
 
 
 def test_cli_models_rm_unknown_is_clean_error(store: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -77,7 +77,7 @@ def test_wizardcoder_is_single_turn_alpaca(tok: ChatTokenizer) -> None:
         "request.\n\n### Instruction:\nA night quiet loads the stone.\n\n### Response:"
     )
     assert template.render(CONVERSATION) == tok.encode(text)
-    assert template.stop_ids == {0}
+    assert template.stop_ids == {EOT}  # the tokenizer's <|endoftext|> (WizardCoder's is id 0)
     assert not template.multi_turn
 
 

@@ -9,10 +9,10 @@ It also counts what it was asked to do, so tests can see prefix reuse and cancel
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
@@ -24,15 +24,24 @@ from appliance.engine.protocol import (
     StepOutput,
 )
 from appliance.errors import ContextOverflow, EngineError
+from appliance.generation.tokenizer import ChatTokenizer
 
 __all__ = ["ScriptedEngine", "script_from_text"]
 
 
-def script_from_text(tokenizer_json: str | Path, text: str) -> list[int]:
-    """Token ids of ``text`` under a tokenizer.json (what the engine will 'say')."""
-    from tokenizers import Tokenizer
+_CONTROL = re.compile(r"(<\|[^<>|\s]+\|>|</?[A-Za-z][^<>\s]*>)")
 
-    ids = list(Tokenizer.from_file(str(tokenizer_json)).encode(text, add_special_tokens=False).ids)
+
+def script_from_text(tokenizer: ChatTokenizer, text: str) -> list[int]:
+    """Token ids of ``text`` (what the engine will 'say').
+
+    Control tokens written in it (``<|im_end|>``, ``</s>``, ``<|endoftext|>``) become their ids, as a
+    model emits them, whatever the tokenizer does with such text in user content.
+    """
+    ids: list[int] = []
+    for part in _CONTROL.split(text):
+        control = tokenizer.token_to_id(part) if _CONTROL.fullmatch(part) else None
+        ids += [control] if control is not None else tokenizer.encode(part) if part else []
     if not ids:
         raise EngineError("the scripted engine needs a non-empty text", hint="set model.scripted.text")
     return ids

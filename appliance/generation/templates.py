@@ -106,6 +106,12 @@ def _chatml_template(tok: ChatTokenizer, default_system: str | None) -> ChatTemp
 
 
 def _baichuan2_template(tok: ChatTokenizer, default_system: str | None) -> ChatTemplate:
+    # The ids by name where the tokenizer has the pieces (Baichuan2's tokenizer.model does); 195/196/2
+    # are Baichuan2's documented ids for tokenizers that do not name them.
+    user_id = tok.token_to_id("<reserved_106>") or BAICHUAN2_USER_ID
+    assistant_id = tok.token_to_id("<reserved_107>") or BAICHUAN2_ASSISTANT_ID
+    eos_id = tok.token_to_id("</s>")
+
     def render(messages: Sequence[Message]) -> list[int]:
         ids: list[int] = []
         system = messages[0].content if messages[0].role == "system" else default_system
@@ -113,12 +119,12 @@ def _baichuan2_template(tok: ChatTokenizer, default_system: str | None) -> ChatT
             ids += tok.encode(system)
         for m in messages:
             if m.role == "user":
-                ids += [BAICHUAN2_USER_ID, *tok.encode(m.content)]
+                ids += [user_id, *tok.encode(m.content)]
             elif m.role == "assistant":
-                ids += [BAICHUAN2_ASSISTANT_ID, *tok.encode(m.content)]
-        return [*ids, BAICHUAN2_ASSISTANT_ID]
+                ids += [assistant_id, *tok.encode(m.content)]
+        return [*ids, assistant_id]
 
-    return ChatTemplate("baichuan2", render, frozenset({BAICHUAN2_EOS_ID}))
+    return ChatTemplate("baichuan2", render, frozenset({BAICHUAN2_EOS_ID if eos_id is None else eos_id}))
 
 
 def _wizardcoder_template(tok: ChatTokenizer, default_system: str | None) -> ChatTemplate:
@@ -128,7 +134,9 @@ def _wizardcoder_template(tok: ChatTokenizer, default_system: str | None) -> Cha
         question = messages[-1].content
         return tok.encode(f"{preamble}\n\n### Instruction:\n{question}\n\n### Response:")
 
-    return ChatTemplate("wizardcoder", render, frozenset({WIZARDCODER_EOS_ID}), multi_turn=False)
+    eot = tok.token_to_id("<|endoftext|>")
+    stop = WIZARDCODER_EOS_ID if eot is None else eot
+    return ChatTemplate("wizardcoder", render, frozenset({stop}), multi_turn=False)
 
 
 _BUILDERS: dict[str, Callable[[ChatTokenizer, str | None], ChatTemplate]] = {

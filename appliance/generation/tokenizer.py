@@ -1,8 +1,9 @@
 """Tokenizers for chat: encode/decode plus the special tokens a chat template needs.
 
-The fast path is ``tokenizer.json`` through the ``tokenizers`` library (no transformers needed on the
-box). Models whose tokenizer only exists as Python code (Qwen-7B's tiktoken, Baichuan2's
-sentencepiece) load through ``transformers.AutoTokenizer`` when it is installed.
+Every seed family loads without transformers (tokenizer_formats.py): ``tokenizer.json`` and GPT-2
+``vocab.json`` + ``merges.txt`` through ``tokenizers``, ``qwen.tiktoken`` through ``tiktoken``,
+``tokenizer.model`` through ``sentencepiece``. Only a directory in none of these formats falls back to
+``transformers.AutoTokenizer``, and only where the host extra is installed.
 """
 
 from __future__ import annotations
@@ -14,8 +15,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from appliance.errors import ModelFormatError
+from appliance.generation.tokenizer_formats import (
+    SentencePieceBackend,
+    TiktokenBackend,
+    bpe_tokenizer,
+    detect_format,
+)
 
-__all__ = ["ChatTokenizer", "TokenizerBackend"]
+__all__ = ["ChatTokenizer", "TokenizerBackend", "open_backend"]
 
 
 class TokenizerBackend(Protocol):
@@ -27,11 +34,14 @@ class TokenizerBackend(Protocol):
 
 
 class _FastBackend:
-    """tokenizer.json through the tokenizers library."""
+    """A ``tokenizers.Tokenizer``: tokenizer.json, or one built from vocab.json + merges.txt."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | None = None, *, tokenizer: Any = None) -> None:
         from tokenizers import Tokenizer
 
+        if tokenizer is not None:
+            self._tok = tokenizer
+            return
         try:
             self._tok = Tokenizer.from_file(str(path))
         except Exception as exc:  # the library raises plain Exception subclasses for bad JSON
@@ -61,10 +71,7 @@ class _TransformersBackend:
         try:
             from transformers import AutoTokenizer
         except ImportError:
-            raise ModelFormatError(
-                f"{model_dir} has no tokenizer.json and transformers is not installed",
-                hint="install the 'host' extra (pip install 'llm-tpu-appliance[host]') or add tokenizer.json",
-            ) from None
+            raise _no_tokenizer(model_dir) from None
         try:
             self._tok = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=True)
         except Exception as exc:
@@ -86,6 +93,31 @@ class _TransformersBackend:
     @property
     def vocab_size(self) -> int:
         return len(self._tok)
+
+
+def open_backend(model_dir: Path) -> TokenizerBackend:
+    """The backend for whichever tokenizer format ``model_dir`` holds (tokenizer_formats.py)."""
+    kind = detect_format(model_dir)
+    if kind == "fast":
+        return _FastBackend(model_dir / "tokenizer.json")
+    if kind == "tiktoken":
+        return TiktokenBackend(sorted(model_dir.glob("*.tiktoken"))[0])
+    if kind == "sentencepiece":
+        return SentencePieceBackend(model_dir / "tokenizer.model")
+    if kind == "bpe":
+        return _FastBackend(tokenizer=bpe_tokenizer(model_dir))
+    if not (model_dir / "tokenizer_config.json").is_file():
+        raise _no_tokenizer(model_dir)
+    return _TransformersBackend(model_dir)  # a tokenizer that exists only as Python code
+
+
+def _no_tokenizer(model_dir: Path) -> ModelFormatError:
+    return ModelFormatError(
+        f"{model_dir} holds no tokenizer: none of tokenizer.json, *.tiktoken, tokenizer.model, "
+        "vocab.json + merges.txt",
+        hint="install the model's tokenizer files next to the weights "
+        "(llm-tpu models pull --tokenizer DIR|URL|catalog-name)",
+    )
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -123,8 +155,7 @@ class ChatTokenizer:
         model_dir = Path(model_dir)
         if not model_dir.is_dir():
             raise ModelFormatError(f"{model_dir} is not a directory with tokenizer files")
-        fast = model_dir / "tokenizer.json"
-        backend: TokenizerBackend = _FastBackend(fast) if fast.is_file() else _TransformersBackend(model_dir)
+        backend = open_backend(model_dir)
         config = _read_json(model_dir / "tokenizer_config.json")
         template = config.get("chat_template")
         jinja = model_dir / "chat_template.jinja"
@@ -142,6 +173,8 @@ class ChatTokenizer:
         for value in raw if isinstance(raw, list) else [raw]:
             if isinstance(value, int):
                 eos_ids.add(value)
+        if isinstance(backend, SentencePieceBackend) and backend.eos_id is not None:
+            eos_ids.add(backend.eos_id)  # the model file itself names </s>
         return cls(
             backend=backend,
             chat_template=template if isinstance(template, str) else None,

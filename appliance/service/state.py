@@ -20,7 +20,10 @@ from appliance.errors import ApplianceError, ConfigError, ServiceUnavailable
 from appliance.generation.loop import Generator
 from appliance.generation.templates import make_template
 from appliance.generation.tokenizer import ChatTokenizer
+from appliance.generation.tokenizer_formats import detect_format
 from appliance.models.loader import load_model
+from appliance.models.manifest import MANIFEST_NAME
+from appliance.models.store import manifest_for_path
 from appliance.service.metrics import ServiceMetrics
 from appliance.service.scheduler import ChatGenerator, Scheduler
 from provisioning.ion import IonUnavailable, read_heaps
@@ -71,27 +74,40 @@ class ServiceState:
 
 
 def _scripted(section: ModelSection) -> ServedModel:
+    """The scripted test engine on a real tokenizer and chat template.
+
+    ``model.ref`` is a tokenizer directory (served with its own chat_template) or a model directory with
+    a manifest, whose template and tokenizer directory are used: every family's prompt layout and stop
+    ids run end to end through the service without a device.
+    """
     start = time.perf_counter_ns()
-    tok_dir = Path(section.ref)
-    if not (tok_dir / "tokenizer.json").is_file():
+    ref = Path(section.ref)
+    template_name, default_system, tok_dir = "tokenizer", None, ref
+    if (ref / MANIFEST_NAME).is_file():
+        model = manifest_for_path(ref)
+        template_name = model.manifest.template
+        default_system = model.manifest.default_system_prompt
+        tok_dir = model.tokenizer_dir
+    if not tok_dir.is_dir() or detect_format(tok_dir) is None:
         raise ConfigError(
-            f"model.ref {section.ref!r} has no tokenizer.json",
-            hint="the scripted engine needs model.ref to be a directory with a tokenizer.json",
+            f"model.ref {section.ref!r} holds no tokenizer",
+            hint="the scripted engine needs model.ref to be a directory with tokenizer files "
+            "(tokenizer.json, *.tiktoken, tokenizer.model or vocab.json + merges.txt) or a model manifest",
         )
     tokenizer = ChatTokenizer.from_dir(tok_dir)
     engine = ScriptedEngine(
-        script_from_text(tok_dir / "tokenizer.json", section.scripted.text),
+        script_from_text(tokenizer, section.scripted.text),
         vocab_size=tokenizer.vocab_size,
         step_delay_s=section.scripted.step_delay_ms / 1000,
         prefill_delay_per_token_s=section.scripted.prefill_delay_ms / 1000,
         model_path=str(tok_dir),
     )
+    template = make_template(template_name, tokenizer, default_system=default_system)
     load_ns = time.perf_counter_ns() - start
-    generator = Generator(engine, tokenizer, make_template("tokenizer", tokenizer), load_duration_ns=load_ns)
+    generator = Generator(engine, tokenizer, template, load_duration_ns=load_ns)
     name = section.name or "scripted"
-    return ServedModel(
-        name, generator, engine, load_ns, engine.close, {"family": "scripted"}, frozenset({section.ref})
-    )
+    details = {"family": "scripted", "template": template.name}
+    return ServedModel(name, generator, engine, load_ns, engine.close, details, frozenset({section.ref}))
 
 
 def load_served_model(section: ModelSection) -> ServedModel:
