@@ -14,11 +14,10 @@ from pathlib import PurePosixPath
 from typing import Any, Literal
 
 from appliance.errors import ModelFormatError, ModelNotFound
-from appliance.models.manifest import FAMILIES, TEMPLATE_SOURCES
+from appliance.models.manifest import FAMILIES, TEMPLATE_NAMES
+from appliance.models.store import TOKENIZER_FORMATS
 
 __all__ = ["CatalogEntry", "catalog", "find_entry", "require_entry"]
-
-TOKENIZER_FORMATS = ("fast", "tiktoken", "sentencepiece", "bpe")
 
 
 @dataclass(frozen=True)
@@ -41,8 +40,8 @@ class CatalogEntry:
         problems = []
         if self.family not in FAMILIES:
             problems.append(f"family {self.family!r} is not one of {FAMILIES}")
-        if self.template not in TEMPLATE_SOURCES:
-            problems.append(f"template {self.template!r} is not one of {TEMPLATE_SOURCES}")
+        if self.template not in TEMPLATE_NAMES:
+            problems.append(f"template {self.template!r} is not one of {TEMPLATE_NAMES}")
         if self.tokenizer_format not in TOKENIZER_FORMATS:
             problems.append(f"tokenizer_format {self.tokenizer_format!r} is not one of {TOKENIZER_FORMATS}")
         if self.seq_len < 2 or self.memory_mib <= 0 or self.devices < 1:

@@ -133,10 +133,34 @@ def download_file(
     return _finish(part, dest, sha256)
 
 
+def _grown(work: Path) -> int:
+    """Bytes dfss has written so far (it may write under a temporary name: count every file)."""
+    total = 0
+    for f in work.iterdir():
+        try:
+            if f.is_file() and not f.name.startswith(".dfss"):
+                total += f.stat().st_size
+        except OSError:  # renamed under us
+            continue
+    return total
+
+
 def dfss_download(
-    remote: str, dest_dir: Path, *, sha256: str | None = None, timeout: float = 6 * 3600
+    remote: str,
+    dest_dir: Path,
+    *,
+    sha256: str | None = None,
+    timeout: float = 6 * 3600,
+    progress: bool = True,
+    expected_bytes: int | None = None,
+    stream: IO[str] | None = None,
+    poll_s: float = 0.5,
 ) -> Path:
-    """``python3 -m dfss --url=open@sophgo.com:<path>`` into ``dest_dir``; returns the file."""
+    """``python3 -m dfss --url=open@sophgo.com:<path>`` into ``dest_dir``; returns the file.
+
+    dfss itself says nothing while it copies gigabytes, so the file's growth is shown instead (against
+    ``expected_bytes`` when known); its own output goes to ``.dfss.log`` for the error message.
+    """
     remote = remote.split(":", 1)[1] if remote.startswith(DFSS_HOST + ":") else remote
     dest_dir.mkdir(parents=True, exist_ok=True)
     name = Path(remote).name
@@ -147,14 +171,35 @@ def dfss_download(
     # that a half-written file never sits where a finished one is expected.
     work = dest_dir / ".dfss"
     work.mkdir(exist_ok=True)
+    log_path = work / ".dfss.log"
     cmd = [sys.executable, "-m", "dfss", f"--url={DFSS_HOST}:{remote}"]
+    bar = _Progress(name, expected_bytes, progress, stream or sys.stderr)
+    deadline = time.monotonic() + timeout
     try:
-        proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=timeout, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(cmd, cwd=work, stdout=log, stderr=subprocess.STDOUT)
+            try:
+                while True:
+                    try:
+                        proc.wait(timeout=poll_s)
+                        break
+                    except subprocess.TimeoutExpired:
+                        bar.update(_grown(work))
+                    if time.monotonic() > deadline:
+                        raise DownloadError(
+                            f"dfss did not finish {remote} within {timeout:.0f} s",
+                            hint="run the same command again; check the network to Sophgo's server",
+                        )
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+    except OSError as exc:
         raise DownloadError(f"dfss failed for {remote}: {exc}") from None
     got = work / name
+    bar.update(_grown(work), final=True)
     if proc.returncode != 0 or not got.is_file():
-        detail = (proc.stderr or proc.stdout).strip()[-300:]
+        detail = log_path.read_text(encoding="utf-8", errors="replace").strip()[-300:]
         raise DownloadError(
             f"dfss could not fetch {remote}: {detail or 'no file written'}",
             hint="pip install dfss, and check that the box can reach Sophgo's SFTP server",

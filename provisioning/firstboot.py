@@ -11,10 +11,10 @@ from typing import Any
 from appliance.config.provisioning import ProvisioningSettings
 from appliance.errors import ApplianceError
 from provisioning import apply as apply_mod
-from provisioning import install
 from provisioning.board import read_board
 from provisioning.needs import needs_for_model
 from provisioning.plan import plan_layout
+from provisioning.pull import pull
 from provisioning.state import ProvisionState, now_iso, write_json_atomic
 
 __all__ = ["run_firstboot"]
@@ -28,7 +28,7 @@ def run_firstboot(settings: ProvisioningSettings, *, force: bool = False) -> dic
     state = ProvisionState(settings)
     try:
         for ref in settings.firstboot_models:
-            messages.append(f"installed {install.pull(ref, progress=False).name}")
+            messages.append(f"installed {pull(ref, progress=False).name}")
         action = "no-model"
         if settings.model:
             board = read_board(settings)

@@ -16,7 +16,6 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from appliance import paths
 from appliance.errors import DownloadError, ModelFormatError, ModelNotFound
@@ -28,11 +27,10 @@ from appliance.models.manifest import (
     sha256_file,
     write_manifest,
 )
-from appliance.models.store import bmodel_facts
-from provisioning.catalog import CatalogEntry, find_entry
-from provisioning.download import DFSS_HOST, dfss_download, download_file
+from appliance.models.store import bmodel_facts, check_tokenizer, find_tokenizer_dir
+from provisioning.catalog import CatalogEntry
 
-__all__ = ["import_model", "install_files", "pull", "remove_model", "store_root"]
+__all__ = ["import_model", "install_files", "remove_model", "store_root"]
 
 _TOKENIZER_NAMES = (
     "tokenizer.json",
@@ -125,12 +123,10 @@ def _manifest_for(
     bmodels = [staging / w.path for w in weights if w.path.endswith(".bmodel")]
     if bmodels:
         fields.update(bmodel_facts(bmodels[0]))
-    tok = next((f for f in files if Path(f.path).name == "tokenizer.json"), None) or next(
-        (f for f in files if f.role == "tokenizer"), None
-    )
     extra = dict(fields.pop("extra", {}))
-    if tok is not None:
-        extra["tokenizer_dir"] = str(Path(tok.path).parent)
+    tok_dir = find_tokenizer_dir(staging)
+    if tok_dir is not None:
+        extra["tokenizer_dir"] = str(tok_dir.relative_to(staging))
     return ModelManifest(name=name, files=tuple(files), source=source, extra=extra, **fields).with_checksum()
 
 
@@ -143,21 +139,36 @@ def install_files(
     source: str = "",
     move: bool = False,
     archives: list[Path] | None = None,
+    tokenizer_dirs: list[Path] | None = None,
+    require_tokenizer: bool = False,
     root: Path | None = None,
 ) -> Path:
-    """Install ``files`` (and unpacked ``archives``, e.g. token_config.zip) as model ``name``."""
+    """Install ``files`` (and unpacked ``archives``, e.g. token_config.zip, and copies of
+    ``tokenizer_dirs`` under token_config/) as model ``name``.
+
+    ``require_tokenizer``: refuse, before anything is installed, when the result holds no tokenizer
+    that loads (a bare .bmodel cannot chat).
+    """
     root = root or store_root()
     with _staged(root, name, f"install {name}") as staging:
-        for f in files:
-            (shutil.move if move else shutil.copy2)(str(f), str(staging / f.name))
         for archive in archives or []:
             try:
                 with zipfile.ZipFile(archive) as zf:
                     zf.extractall(staging)
             except zipfile.BadZipFile:
                 raise DownloadError(f"{archive.name} is not a valid zip archive") from None
+        for tok_dir in tokenizer_dirs or []:  # its tokenizer files only, never weights found beside them
+            shutil.copytree(tok_dir, staging / "token_config", dirs_exist_ok=True, ignore=_not_tokenizer)
+        if require_tokenizer:  # before the weights move: a refusal keeps the download to resume from
+            check_tokenizer(staging, source)
+        for f in files:
+            (shutil.move if move else shutil.copy2)(str(f), str(staging / f.name))
         write_manifest(staging, _manifest_for(staging, name, base=base, entry=entry, source=source))
     return root / name
+
+
+def _not_tokenizer(directory: str, names: list[str]) -> set[str]:
+    return {n for n in names if n.startswith(".") or _role(n) == "weights" or n.endswith((".bin", ".gguf"))}
 
 
 def import_model(src: Path, name: str | None = None, *, root: Path | None = None) -> Path:
@@ -173,44 +184,6 @@ def import_model(src: Path, name: str | None = None, *, root: Path | None = None
         shutil.copytree(src, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns(MANIFEST_NAME, ".*"))
         write_manifest(staging, _manifest_for(staging, name, base=base, entry=None, source=str(src)))
     return root / name
-
-
-def _name_from(ref: str) -> str:
-    stem = Path(urlparse(ref).path if "://" in ref else ref.split(":", 1)[-1]).name
-    return stem.removesuffix(".bmodel").removesuffix(".zip")
-
-
-def pull(
-    ref: str,
-    *,
-    name: str | None = None,
-    sha256: str | None = None,
-    tokenizer: str | None = None,
-    progress: bool = True,
-    root: Path | None = None,
-) -> Path:
-    """Catalog name, http(s) URL or dfss path (``sophon-demo/...`` or ``open@sophgo.com:...``)."""
-    root = root or store_root()
-    entry = find_entry(ref)
-    name = name or (entry.name if entry else _name_from(ref))
-    downloads = root / ".downloads" / name  # kept across attempts so that downloads resume
-
-    def fetch(source: str, expected: str | None) -> Path:
-        if source.startswith(("http://", "https://")):
-            dest = downloads / Path(urlparse(source).path).name
-            return download_file(source, dest, sha256=expected, progress=progress)
-        return dfss_download(source, downloads, sha256=expected)
-
-    weights = fetch(entry.dfss if entry else ref, sha256 or (entry.sha256 if entry else None))
-    tok_source = tokenizer or (entry.tokenizer if entry else None)
-    archives = [fetch(tok_source, None)] if tok_source else []
-    source = f"{DFSS_HOST}:{entry.dfss}" if entry else ref
-    path = install_files(name, [weights], entry=entry, source=source, move=True, archives=archives, root=root)
-    for archive in archives:
-        archive.unlink(missing_ok=True)
-    if downloads.is_dir() and not any(p for p in downloads.iterdir() if not p.name.startswith(".")):
-        shutil.rmtree(downloads, ignore_errors=True)
-    return path
 
 
 @contextlib.contextmanager

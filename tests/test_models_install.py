@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import subprocess
 import threading
 import zipfile
@@ -18,7 +17,7 @@ from appliance.errors import DownloadError, ModelNotFound
 from appliance.models.manifest import read_manifest, sha256_file
 from provisioning import install
 from provisioning.catalog import catalog
-from provisioning.install import pull
+from provisioning.pull import pull
 
 TINY = Path(__file__).parent / "fixtures/tiny-qwen2"
 BMODEL = TINY / "tiny-qwen2_bf16_seq64_1dev_sample.bmodel"
@@ -101,6 +100,15 @@ def url(srv: Files, path: str) -> str:
 SHA = hashlib.sha256(BMODEL.read_bytes()).hexdigest()
 
 
+@pytest.fixture(scope="module")
+def tok_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The fixture model's tokenizer files alone (what --tokenizer DIR points at)."""
+    d = tmp_path_factory.mktemp("tok")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (d / name).write_bytes((TINY / "hf" / name).read_bytes())
+    return str(d)
+
+
 def visible(root: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) if root.exists() else []
 
@@ -124,30 +132,48 @@ def test_pull_installs_with_manifest(server: Files, store: Path) -> None:
     assert m.checksum and visible(store) == ["tiny"]
 
 
-def test_interrupted_download_resumes(server: Files, store: Path) -> None:
+def test_interrupted_download_resumes(server: Files, store: Path, tok_dir: str) -> None:
     server.drop_after = 300_000
     with pytest.raises(DownloadError, match="interrupted") as info:
-        pull(url(server, "/m/tiny_bf16_seq64_1dev.bmodel"), name="tiny", sha256=SHA, progress=False)
+        pull(
+            url(server, "/m/tiny_bf16_seq64_1dev.bmodel"),
+            name="tiny",
+            sha256=SHA,
+            tokenizer=tok_dir,
+            progress=False,
+        )
     assert "resumes" in (info.value.hint or "")
     assert visible(store) == []
     kept = next((store / ".downloads/tiny").glob("*.part")).stat().st_size
     assert 0 < kept <= 300_000
-    pull(url(server, "/m/tiny_bf16_seq64_1dev.bmodel"), name="tiny", sha256=SHA, progress=False)
+    pull(
+        url(server, "/m/tiny_bf16_seq64_1dev.bmodel"),
+        name="tiny",
+        sha256=SHA,
+        tokenizer=tok_dir,
+        progress=False,
+    )
     assert server.ranges == [f"bytes={kept}-"]
     assert sha256_file(store / "tiny/tiny_bf16_seq64_1dev.bmodel") == SHA
 
 
-def test_corrupt_payload_is_rejected_and_deleted(server: Files, store: Path) -> None:
+def test_corrupt_payload_is_rejected_and_deleted(server: Files, store: Path, tok_dir: str) -> None:
     server.corrupt = True
     with pytest.raises(DownloadError, match="sha256"):
-        pull(url(server, "/m/tiny_bf16_seq64_1dev.bmodel"), name="tiny", sha256=SHA, progress=False)
+        pull(
+            url(server, "/m/tiny_bf16_seq64_1dev.bmodel"),
+            name="tiny",
+            sha256=SHA,
+            tokenizer=tok_dir,
+            progress=False,
+        )
     assert visible(store) == []
     assert not list((store / ".downloads/tiny").glob("*.part"))
 
 
-def test_missing_url_is_a_clear_error(server: Files, store: Path) -> None:
+def test_missing_url_is_a_clear_error(server: Files, store: Path, tok_dir: str) -> None:
     with pytest.raises(DownloadError, match="HTTP 404"):
-        pull(url(server, "/m/nope.bmodel"), progress=False)
+        pull(url(server, "/m/nope.bmodel"), tokenizer=tok_dir, progress=False)
 
 
 @pytest.fixture
@@ -164,16 +190,28 @@ def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_disk_full_leaves_no_model_and_resumes(
-    server: Files, small_tmpfs: Path, monkeypatch: pytest.MonkeyPatch
+    server: Files, small_tmpfs: Path, monkeypatch: pytest.MonkeyPatch, tok_dir: str
 ) -> None:
     monkeypatch.setenv("LLM_TPU_MODELS_DIR", str(small_tmpfs))
     with pytest.raises(DownloadError, match="disk full"):
-        pull(url(server, "/m/tiny_bf16_seq64_1dev.bmodel"), name="tiny", sha256=SHA, progress=False)
+        pull(
+            url(server, "/m/tiny_bf16_seq64_1dev.bmodel"),
+            name="tiny",
+            sha256=SHA,
+            tokenizer=tok_dir,
+            progress=False,
+        )
     assert visible(small_tmpfs) == []
     kept = next((small_tmpfs / ".downloads/tiny").glob("*.part")).stat().st_size
     assert 0 < kept < len(BMODEL.read_bytes())
     subprocess.run(["mount", "-o", "remount,size=4m", str(small_tmpfs)], check=True)
-    pull(url(server, "/m/tiny_bf16_seq64_1dev.bmodel"), name="tiny", sha256=SHA, progress=False)
+    pull(
+        url(server, "/m/tiny_bf16_seq64_1dev.bmodel"),
+        name="tiny",
+        sha256=SHA,
+        tokenizer=tok_dir,
+        progress=False,
+    )
     assert server.ranges == [f"bytes={kept}-"]
     assert visible(small_tmpfs) == ["tiny"]
 
@@ -192,28 +230,6 @@ def test_import_and_rm(store: Path, tmp_path: Path) -> None:
     assert visible(store) == ["mine2"]
     with pytest.raises(ModelNotFound):
         install.remove_model("mine")
-
-
-def test_dfss_is_invoked_with_the_vendor_url(
-    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # FAKE dfss (the vendor SFTP is unreachable here): a module on PYTHONPATH that records its argv and
-    # writes the requested file, so we test our invocation up to the command line only.
-    fake = tmp_path / "fakepkgs/dfss"
-    fake.mkdir(parents=True)
-    (fake / "__init__.py").write_text("")
-    (fake / "__main__.py").write_text(
-        "import sys, pathlib, json\n"
-        f"pathlib.Path({str(tmp_path / 'argv.json')!r}).write_text(json.dumps(sys.argv[1:]))\n"
-        f"data = pathlib.Path({str(BMODEL)!r}).read_bytes()\n"
-        "pathlib.Path(sys.argv[1].rsplit('/', 1)[1]).write_bytes(data)\n"
-    )
-    monkeypatch.setenv("PYTHONPATH", str(fake.parent))
-    path = pull("sophon-demo/Qwen1_5/qwen1.5-1.8b_int4_1dev.bmodel", progress=False, sha256=SHA)
-    assert path.name == "qwen1.5-1.8b_int4_1dev"
-    argv = json.loads((tmp_path / "argv.json").read_text())
-    assert argv == ["--url=open@sophgo.com:sophon-demo/Qwen1_5/qwen1.5-1.8b_int4_1dev.bmodel"]
-    assert read_manifest(path).quantization in ("unknown", "int4")
 
 
 def test_catalog_covers_the_seed_models() -> None:

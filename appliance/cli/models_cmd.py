@@ -17,6 +17,7 @@ from appliance.models.store import ModelStore
 from provisioning import install
 from provisioning.catalog import catalog
 from provisioning.download import DFSS_HOST
+from provisioning.pull import pull
 
 
 def _human(n: float) -> str:
@@ -98,7 +99,7 @@ def _print(args: argparse.Namespace, data: dict[str, object], text: str) -> None
 
 
 def run_pull(args: argparse.Namespace) -> int:
-    path = install.pull(
+    path = pull(
         args.ref, name=args.name, sha256=args.sha256, tokenizer=args.tokenizer, progress=sys.stderr.isatty()
     )
     _print(args, {"installed": str(path)}, f"installed {path.name} in {path}")
@@ -137,7 +138,12 @@ def _register_install_commands(msub: argparse._SubParsersAction) -> None:
     p.add_argument("ref", help="catalog name (see `models catalog`), URL, or dfss path")
     p.add_argument("--name", help="install under this name")
     p.add_argument("--sha256", help="expected sha256 of the weights")
-    p.add_argument("--tokenizer", help="URL or dfss path of a tokenizer .zip to unpack next to the weights")
+    p.add_argument(
+        "--tokenizer",
+        metavar="DIR|URL|NAME",
+        help="the tokenizer for a bare .bmodel: a directory of tokenizer files, a .zip (file, URL or dfss "
+        "path), or a catalog name whose tokenizer archive to use",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run_pull)
     i = msub.add_parser("import", help="install a model from a directory or .bmodel file")

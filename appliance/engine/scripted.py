@@ -13,6 +13,7 @@ import re
 import threading
 import time
 from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -24,15 +25,21 @@ from appliance.engine.protocol import (
     StepOutput,
 )
 from appliance.errors import ContextOverflow, EngineError
-from appliance.generation.tokenizer import ChatTokenizer
 
 __all__ = ["ScriptedEngine", "script_from_text"]
+
+
+class ScriptTokenizer(Protocol):
+    """What the script needs of a tokenizer (generation.tokenizer.ChatTokenizer has it)."""
+
+    def encode(self, text: str) -> list[int]: ...
+    def token_to_id(self, token: str) -> int | None: ...
 
 
 _CONTROL = re.compile(r"(<\|[^<>|\s]+\|>|</?[A-Za-z][^<>\s]*>)")
 
 
-def script_from_text(tokenizer: ChatTokenizer, text: str) -> list[int]:
+def script_from_text(tokenizer: ScriptTokenizer, text: str) -> list[int]:
     """Token ids of ``text`` (what the engine will 'say').
 
     Control tokens written in it (``<|im_end|>``, ``</s>``, ``<|endoftext|>``) become their ids, as a

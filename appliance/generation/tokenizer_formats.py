@@ -25,6 +25,7 @@ from typing import Any
 from appliance.errors import ModelFormatError
 
 __all__ = [
+    "FORMATS",
     "QWEN_PATTERN",
     "QWEN_SPECIAL_TOKENS",
     "SentencePieceBackend",
@@ -47,7 +48,7 @@ QWEN_SPECIAL_TOKENS: tuple[str, ...] = (
     *(f"<|extra_{i}|>" for i in range(205)),
 )
 
-FORMATS = ("fast", "tiktoken", "sentencepiece", "bpe")
+FORMATS: tuple[str, ...] = ("fast", "tiktoken", "sentencepiece", "bpe")
 
 
 def detect_format(model_dir: Path) -> str | None:

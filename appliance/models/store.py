@@ -15,6 +15,9 @@ from appliance import paths
 from appliance.bmodel.memory import bmodel_memory
 from appliance.bmodel.reader import read_bmodel
 from appliance.errors import ApplianceError, ModelFormatError, ModelNotFound
+from appliance.generation.tokenizer import ChatTokenizer
+from appliance.generation.tokenizer_formats import FORMATS as TOKENIZER_FORMATS
+from appliance.generation.tokenizer_formats import detect_format
 from appliance.models import embedded
 from appliance.models.manifest import (
     MANIFEST_NAME,
@@ -24,7 +27,7 @@ from appliance.models.manifest import (
     read_manifest,
 )
 
-__all__ = ["ModelStore", "manifest_for_path"]
+__all__ = ["TOKENIZER_FORMATS", "ModelStore", "check_tokenizer", "find_tokenizer_dir", "manifest_for_path"]
 
 _FAMILIES = {
     "qwen2": "qwen2",
@@ -85,15 +88,32 @@ def bmodel_facts(bmodel: Path) -> dict[str, Any]:
     return facts
 
 
-def _tokenizer_dir(base: Path) -> Path:
+def find_tokenizer_dir(base: Path) -> Path | None:
     """Where a bmodel's tokenizer lives: llm_convert's config/, the vendor's token_config/, beside it,
-    or any one subdirectory that holds a tokenizer."""
+    or any subdirectory that holds a tokenizer in a known format (tokenizer_formats.py)."""
     preferred = [base / "config", base / "token_config", base]
-    others = sorted(d for d in base.iterdir() if d.is_dir() and d not in preferred)
+    others = sorted(d for d in base.rglob("*") if d.is_dir() and d not in preferred)
     for d in [*preferred, *others]:
-        if (d / "tokenizer.json").is_file() or (d / "tokenizer_config.json").is_file():
+        if d.is_dir() and (detect_format(d) is not None or (d / "tokenizer_config.json").is_file()):
             return d
-    return base
+    return None
+
+
+def check_tokenizer(base: Path, source: str) -> Path:
+    """The tokenizer directory under ``base``, loaded once to prove it works (a clear error if not)."""
+    tok_dir = find_tokenizer_dir(base)
+    if tok_dir is None:
+        raise ModelFormatError(
+            f"{source} brought no tokenizer (none of tokenizer.json, *.tiktoken, tokenizer.model, "
+            "vocab.json + merges.txt); nothing was installed",
+            hint="pass --tokenizer DIR|URL|catalog-name with the model's tokenizer files",
+        )
+    ChatTokenizer.from_dir(tok_dir)  # raises what is wrong with it
+    return tok_dir
+
+
+def _tokenizer_dir(base: Path) -> Path:
+    return find_tokenizer_dir(base) or base
 
 
 def _bmodel_manifest(bmodel: Path) -> ModelManifest:
