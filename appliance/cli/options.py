@@ -5,11 +5,17 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from appliance.engine.options import ENGINE_KINDS, EngineOptions
+from appliance.engine.options import ENGINE_KINDS, EngineOptions, parse_device_ids
 from appliance.generation.types import GenerationOptions
 from appliance.models.loader import LoadedModel, load_model
 
-__all__ = ["add_generation_options", "add_model_options", "generation_options", "load_from_args"]
+__all__ = [
+    "add_devid_option",
+    "add_generation_options",
+    "add_model_options",
+    "generation_options",
+    "load_from_args",
+]
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
@@ -21,6 +27,23 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
         "--libdir", help="bmrt runtime libraries (default: libsophon; or the x86 cmodel directory)"
     )
     g.add_argument("--decrypt-lib", help="cipher library exporting decrypt(), for encrypted bmodels")
+    add_devid_option(g)
+
+
+def _device_ids(text: str) -> tuple[int, ...]:
+    try:
+        return parse_device_ids(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_devid_option(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    p.add_argument(
+        "--devid",
+        type=_device_ids,
+        metavar="IDS",
+        help="TPU device ids for a multi-chip bmodel, e.g. 2,3 (as many as the bmodel's devices)",
+    )
 
 
 def add_generation_options(p: argparse.ArgumentParser) -> None:
@@ -54,5 +77,6 @@ def load_from_args(args: argparse.Namespace, **kwargs: Any) -> LoadedModel:
         threads=getattr(args, "threads", None),
         libdir=getattr(args, "libdir", None),
         decrypt_lib=getattr(args, "decrypt_lib", None),
+        devices=getattr(args, "devid", None),
     )
     return load_model(args.model, engine=args.engine, engine_options=engine_options, **kwargs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+from appliance.cli.options import add_devid_option
 from appliance.config import load_config
 from appliance.engine.options import ENGINE_CHOICES
 from appliance.service.systemd_integration import setup_logging
@@ -17,6 +18,7 @@ def run(args: argparse.Namespace) -> int:
         "server.socket_path": args.socket,
         "model.ref": args.model,
         "model.engine": args.engine,
+        "model.devices": list(args.devid) if args.devid else None,
     }
     if args.tcp:
         host, _, port = args.tcp.rpartition(":")
@@ -47,6 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=ENGINE_CHOICES,
         help="engine (overrides model.engine)",
     )
+    add_devid_option(p)
     p.add_argument("--tcp", metavar="HOST:PORT", help="also listen on TCP (needs a token file)")
     p.add_argument("--token-file", metavar="PATH", help="bearer token file for TCP (server.tcp.token_file)")
     p.set_defaults(func=run)

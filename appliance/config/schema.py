@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from appliance.config.provisioning import ProvisioningSettings
-from appliance.engine.options import EngineChoice
+from appliance.engine.options import EngineChoice, parse_device_ids
 
 __all__ = [
     "ApplianceConfig",
@@ -83,7 +83,17 @@ class ModelSection(_Section):
     decrypt_lib: str | None = Field(
         None, description="cipher library exporting decrypt(), for encrypted bmodels (null: none)"
     )
+    devices: tuple[int, ...] | None = Field(
+        None,
+        description='TPU device ids for a bmodel compiled for several chips, e.g. [2, 3] or "2,3" '
+        "(the vendor demos' --devid); as many as the bmodel's devices (null: 0 .. N-1)",
+    )
     scripted: ScriptedSection = Field(default_factory=ScriptedSection)  # type: ignore[arg-type]
+
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _device_ids(cls, value: Any) -> Any:
+        return None if value is None else parse_device_ids(value)
 
 
 class TcpSection(_Section):

@@ -5,10 +5,21 @@ The engine kinds are listed here once; the manifest, the config schema and the C
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-__all__ = ["ENGINE_CHOICES", "ENGINE_KINDS", "EngineChoice", "EngineKind", "EngineOptions"]
+from appliance.errors import ModelLoadError
+
+__all__ = [
+    "ENGINE_CHOICES",
+    "ENGINE_KINDS",
+    "EngineChoice",
+    "EngineKind",
+    "EngineOptions",
+    "check_device_count",
+    "parse_device_ids",
+]
 
 # What a model manifest may name: ``auto`` resolves to one of the others (engine.select.resolve_auto).
 EngineKind = Literal["auto", "sail", "bmrt", "host"]
@@ -30,3 +41,37 @@ class EngineOptions:
     vocab_size: int | None = None  # bmrt/sail: the tokenizer's vocabulary, when the bmodel pads it
     dtype: str = "float32"  # host: torch dtype of the weights
     max_seq_len: int | None = None  # host: cap the context (None: the model's)
+
+
+def parse_device_ids(value: str | int | Sequence[int | str]) -> tuple[int, ...]:
+    """``"2,3"`` (the vendor demos' ``--devid``), ``2`` or ``[2, 3]`` -> ``(2, 3)``; ValueError says why."""
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("no device ids given (write them like 0 or 2,3)")
+    parts = value.split(",") if isinstance(value, str) else [value] if isinstance(value, int) else list(value)
+    ids: list[int] = []
+    for part in parts:
+        text = str(part).strip()
+        if not text.isdigit():
+            raise ValueError(f"device id {text!r} is not a whole number >= 0 (write them like 2,3)")
+        if int(text) in ids:
+            raise ValueError(f"device id {text} is given twice")
+        ids.append(int(text))
+    if not ids:
+        raise ValueError("no device ids given (write them like 0 or 2,3)")
+    return tuple(ids)
+
+
+def check_device_count(bmodel_name: str, device_num: int, devices: Sequence[int] | None) -> list[int]:
+    """The device ids to open: the given ones, which must be as many as the bmodel was compiled for,
+    or 0 .. device_num-1."""
+    if devices is None:
+        return list(range(device_num))
+    if len(devices) != device_num:
+        given = ",".join(str(d) for d in devices)
+        example = ",".join(str(d) for d in range(device_num))
+        raise ModelLoadError(
+            f"{bmodel_name} is compiled for {device_num} device(s), but {len(devices)} device id(s) "
+            f"were given ({given})",
+            hint=f"give {device_num} ids: --devid {example} (config: model.devices [{example.replace(',', ', ')}])",
+        )
+    return list(devices)

@@ -22,9 +22,10 @@ import numpy as np
 
 from appliance.bmodel.layout import DTYPE_F32, DTYPE_I32, IoDesc, LayoutError, NetDesc, discover_layout
 from appliance.bmodel.reader import read_bmodel
+from appliance.engine.options import check_device_count
 from appliance.engine.protocol import EngineInfo
 from appliance.engine.runner import SUFFIX_DECODE_MAX, LlmRunner, layout_details
-from appliance.errors import EngineUnavailable, InsufficientTPUMemory, ModelFormatError, ModelLoadError
+from appliance.errors import EngineUnavailable, InsufficientTPUMemory, ModelLoadError
 
 __all__ = ["MIN_SAIL", "SailBackend", "SailEngine", "import_sail"]
 
@@ -178,11 +179,7 @@ class SailEngine(LlmRunner):
                 "the sail engine cannot load encrypted bmodels", hint="use --engine bmrt with decrypt_lib"
             )
         info = read_bmodel(bmodel)
-        devs = list(devices) if devices is not None else list(range(info.device_num))
-        if len(devs) != info.device_num:
-            raise ModelFormatError(
-                f"{bmodel.name} is compiled for {info.device_num} device(s), got {len(devs)}"
-            )
+        devs = check_device_count(bmodel.name, info.device_num, devices)
         backend = SailBackend(sail, bmodel, devs)
         try:
             layout = discover_layout(list(backend.nets.values()), device_num=info.device_num)

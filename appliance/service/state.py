@@ -115,7 +115,10 @@ def load_served_model(section: ModelSection) -> ServedModel:
     if section.engine == "scripted":
         return _scripted(section)
     engine_options = EngineOptions(
-        threads=section.threads, libdir=section.libdir, decrypt_lib=section.decrypt_lib
+        threads=section.threads,
+        libdir=section.libdir,
+        decrypt_lib=section.decrypt_lib,
+        devices=section.devices,
     )
     loaded = load_model(
         section.ref,

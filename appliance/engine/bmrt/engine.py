@@ -10,6 +10,7 @@ from appliance.bmodel.layout import LayoutError, discover_layout
 from appliance.bmodel.reader import read_bmodel
 from appliance.engine.bmrt.lib import find_libdir, load_libs
 from appliance.engine.bmrt.runtime import BmrtBackend
+from appliance.engine.options import check_device_count
 from appliance.engine.protocol import EngineInfo
 from appliance.engine.runner import SUFFIX_DECODE_MAX, LlmRunner, layout_details
 from appliance.errors import ModelFormatError, ModelLoadError
@@ -47,13 +48,7 @@ class BmrtEngine(LlmRunner):
                         hint="pass the cipher library that decrypts it: --decrypt-lib PATH (config: model.decrypt_lib)",
                     ) from None
                 raise
-        if devices is None:
-            devices = list(range(device_num))
-        if len(devices) != device_num:
-            raise ModelLoadError(
-                f"{bmodel.name} is compiled for {device_num} device(s), {len(devices)} were given",
-                hint=f"pass {device_num} device ids",
-            )
+        devices = check_device_count(bmodel.name, device_num, devices)
         libs = load_libs(find_libdir(libdir, allow_cmodel=allow_cmodel))
         backend = BmrtBackend(
             libs, bmodel, devices=devices, decrypt_lib=Path(decrypt_lib) if decrypt_lib else None
