@@ -19,7 +19,7 @@ from aiohttp import web
 
 from appliance import __version__
 from appliance.errors import ApplianceError
-from appliance.service import chat_api
+from appliance.service import chat_api, vendor_api
 from appliance.service.http_errors import HttpError, error_response
 from appliance.service.metrics import CONTENT_TYPE_LATEST
 from appliance.service.openapi import openapi_document
@@ -220,4 +220,5 @@ def create_app(state: ServiceState) -> web.Application:
     app.router.add_get("/openapi.json", openapi)
     app.router.add_post("/api/chat", chat_api.ollama_chat)
     app.router.add_post("/v1/chat/completions", chat_api.openai_chat)
+    app.router.add_post("/chat/completions", vendor_api.vendor_chat)  # the vendor Qwen-TPU demo's shape
     return app

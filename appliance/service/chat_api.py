@@ -29,7 +29,7 @@ from appliance.service.scheduler import Job
 from appliance.service.schemas import ChatCompletionRequest, OllamaChatRequest, parse_request
 from appliance.service.state import STATE
 
-__all__ = ["ollama_chat", "openai_chat", "read_json"]
+__all__ = ["cancel_job", "chain", "collect", "ollama_chat", "openai_chat", "read_json", "start_job"]
 
 _FINISH_REASON = {"stop": "stop", "length": "length", "context": "length", "cancelled": "stop"}
 
@@ -65,7 +65,7 @@ def _check_text(messages: list[Message]) -> None:
             ) from None
 
 
-async def _start(
+async def start_job(
     request: web.Request, model_name: str, messages: list[Message], options: GenerationOptions
 ) -> tuple[Job, AsyncIterator[GenerationEvent], GenerationEvent, str]:
     state = request.app[STATE]
@@ -85,7 +85,7 @@ async def _start(
     return job, events, first, served.name
 
 
-async def _chain(
+async def chain(
     first: GenerationEvent, rest: AsyncIterator[GenerationEvent]
 ) -> AsyncIterator[GenerationEvent]:
     yield first
@@ -93,7 +93,7 @@ async def _chain(
         yield event
 
 
-def _cancel(request: web.Request, job: Job) -> None:
+def cancel_job(request: web.Request, job: Job) -> None:
     request.app[STATE].scheduler.cancel(job)
 
 
@@ -120,12 +120,10 @@ def _ollama_final(model: str, fin: Finished, content: str) -> dict[str, Any]:
     }
 
 
-async def _collect(
-    first: GenerationEvent, rest: AsyncIterator[GenerationEvent]
-) -> tuple[Finished, list[str]]:
+async def collect(first: GenerationEvent, rest: AsyncIterator[GenerationEvent]) -> tuple[Finished, list[str]]:
     """A whole answer (for stream: false): the final event and the notices on the way."""
     notices: list[str] = []
-    async for event in _chain(first, rest):
+    async for event in chain(first, rest):
         if isinstance(event, Notice):
             notices.append(event.message)
         elif isinstance(event, Finished):
@@ -138,11 +136,11 @@ async def ollama_chat(request: web.Request) -> web.StreamResponse:
     req.check_supported()
     state = request.app[STATE]
     options = req.to_options(state.config.generation)
-    job, rest, first, name = await _start(request, req.model, req.to_messages(), options)
+    job, rest, first, name = await start_job(request, req.model, req.to_messages(), options)
     resp: web.StreamResponse | None = None
     try:
         if not req.stream:
-            final, notices = await _collect(first, rest)
+            final, notices = await collect(first, rest)
             body = _ollama_final(name, final, final.text)
             if notices:
                 body["notices"] = notices
@@ -150,7 +148,7 @@ async def ollama_chat(request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await resp.prepare(request)
         try:
-            async for event in _chain(first, rest):
+            async for event in chain(first, rest):
                 if isinstance(event, TextDelta):
                     chunk: dict[str, Any] = {
                         "model": name,
@@ -176,7 +174,7 @@ async def ollama_chat(request: web.Request) -> web.StreamResponse:
     except ConnectionResetError:  # the client left mid-stream: nothing to tell it; the job stops below
         return resp if resp is not None else web.Response(status=499)
     finally:
-        _cancel(request, job)
+        cancel_job(request, job)
 
 
 # -- OpenAI ------------------------------------------------------------------------------------
@@ -199,12 +197,12 @@ async def openai_chat(request: web.Request) -> web.StreamResponse:
     req.check_supported()
     state = request.app[STATE]
     options = req.to_options(state.config.generation)
-    job, rest, first, name = await _start(request, req.model, req.to_messages(), options)
+    job, rest, first, name = await start_job(request, req.model, req.to_messages(), options)
     ident, created = f"chatcmpl-{job.id}", int(time.time())
     resp: web.StreamResponse | None = None
     try:
         if not req.stream:
-            final, notices = await _collect(first, rest)
+            final, notices = await collect(first, rest)
             body: dict[str, Any] = {
                 "id": ident,
                 "object": "chat.completion",
@@ -232,7 +230,7 @@ async def openai_chat(request: web.Request) -> web.StreamResponse:
 
         await resp.write(chunk({"role": "assistant", "content": ""}))
         try:
-            async for event in _chain(first, rest):
+            async for event in chain(first, rest):
                 if isinstance(event, TextDelta):
                     await resp.write(chunk({"content": event.text}))
                 elif isinstance(event, Notice):
@@ -249,4 +247,4 @@ async def openai_chat(request: web.Request) -> web.StreamResponse:
     except ConnectionResetError:  # the client left mid-stream: nothing to tell it; the job stops below
         return resp if resp is not None else web.Response(status=499)
     finally:
-        _cancel(request, job)
+        cancel_job(request, job)

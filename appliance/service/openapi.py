@@ -110,6 +110,19 @@ def openapi_document(version: str) -> dict[str, Any]:
             },
         }
     }
+    vendor_chat = {
+        "post": {
+            "summary": "the vendor Qwen-TPU demo's shape: {question, history: [user, assistant, ...], stream}",
+            "responses": {
+                "200": {
+                    "description": 'stream=false: {"data": answer}; stream=true: text/event-stream whose '
+                    "data is the answer so far",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+                **_ERRORS,
+            },
+        }
+    }
     health = {
         "get": {
             "summary": "200 when the model is loaded; 503 with a reason while loading, failed or stopping",
@@ -130,6 +143,7 @@ def openapi_document(version: str) -> dict[str, Any]:
         "paths": {
             "/api/chat": chat_ollama,
             "/v1/chat/completions": chat_openai,
+            "/chat/completions": vendor_chat,
             "/v1/models": _get("OpenAI model list (the one loaded model)"),
             "/api/tags": _get("Ollama model list (the one loaded model)"),
             "/api/ps": _get("Ollama running models"),

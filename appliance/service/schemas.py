@@ -25,6 +25,7 @@ __all__ = [
     "OllamaChatChunk",
     "OllamaChatRequest",
     "OllamaOptions",
+    "default_options",
     "parse_request",
 ]
 
@@ -270,6 +271,14 @@ def _options(defaults: GenerationDefaults, **given: Any) -> GenerationOptions:
         "stop": tuple(s for s in (stop or ()) if s),
     }
     return GenerationOptions(**values)  # raises InvalidRequest for values out of range
+
+
+def default_options(defaults: GenerationDefaults) -> GenerationOptions:
+    """The configured defaults alone, for request shapes that carry no sampling parameters."""
+    none: dict[str, Any] = dict.fromkeys(
+        ("max_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "repeat_last_n", "seed", "stop")
+    )
+    return _options(defaults, **none)
 
 
 def _pick(value: Any, default: Any) -> Any:
