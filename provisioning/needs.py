@@ -19,7 +19,14 @@ from appliance.errors import ProvisioningError
 from appliance.models.store import ModelStore
 from provisioning.layout import MIB
 
-__all__ = ["ModelNeeds", "needs_for_model", "needs_from_figures", "needs_from_memory", "vendor_threshold_mib"]
+__all__ = [
+    "ModelNeeds",
+    "margin_bytes",
+    "needs_for_model",
+    "needs_from_figures",
+    "needs_from_memory",
+    "vendor_threshold_mib",
+]
 
 # (pattern on the bmodel/model name, quantization) -> the vendor READMEs' "TPU total >= N MB".
 _VENDOR_THRESHOLDS: tuple[tuple[str, str, int], ...] = (
@@ -121,7 +128,8 @@ class ModelNeeds:
         }
 
 
-def _margin(settings: ProvisioningSettings, base: int) -> int:
+def margin_bytes(settings: ProvisioningSettings, base: int) -> int:
+    """The room planned over a need of ``base`` bytes: margin_mib, or margin_fraction of it."""
     return max(settings.margin_mib * MIB, int(base * settings.margin_fraction))
 
 
@@ -136,7 +144,7 @@ def needs_from_memory(
         runtime_bytes=memory.runtime_bytes,
         io_alone_bytes=memory.io_alone_bytes,
         kv_app_bytes=memory.kv_app_bytes,
-        margin_bytes=_margin(settings, memory.total_bytes),
+        margin_bytes=margin_bytes(settings, memory.total_bytes),
         largest_single_bytes=memory.largest_single_allocation,
         quantization=_quantization(name),
     )

@@ -16,8 +16,9 @@ from appliance.models import embedded
 from appliance.models.store import ModelStore
 from provisioning import install
 from provisioning.catalog import catalog
-from provisioning.download import DFSS_HOST
+from provisioning.catalog_fit import catalog_fits
 from provisioning.pull import pull
+from provisioning.settings import load_settings
 
 
 def _human(n: float) -> str:
@@ -119,12 +120,28 @@ def run_rm(args: argparse.Namespace) -> int:
 
 
 def run_catalog(args: argparse.Namespace) -> int:
-    entries = catalog()
+    fits, problems = catalog_fits(catalog(), load_settings(args.config, sysroot=args.sysroot))
     if args.json:
-        print(json.dumps([e.to_json() for e in entries], indent=2))
+        print(json.dumps([f.to_json() for f in fits], indent=2))
     else:
-        for e in entries:
-            print(f"{e.name:<22} {e.family:<12} {e.quantization:<5} seq {e.seq_len:<5} {DFSS_HOST}:{e.dfss}")
+        cap = fits[0].capacity_mib if fits else None
+        print(f"TPU memory for a model on this box: {f'{cap} MiB' if cap is not None else 'unknown'}")
+        print(
+            f"{'NAME':<22} {'FAMILY':<11} {'QUANT':<5} {'SEQ':>5} {'TOKENIZER':<13} {'NEED':>6}  {'FITS':<8} FILE"
+        )
+        for f in fits:
+            e = f.entry
+            need = f"{f.need_mib}{'' if e.memory_source == 'vendor' else '~'}"
+            print(
+                f"{e.name:<22} {e.family:<11} {e.quantization:<5} {e.seq_len:>5} {e.tokenizer_format:<13} "
+                f"{need:>6}  {f.verdict:<8} {e.vendor_file}"
+            )
+        print(
+            "NEED is MiB with the margin: the vendor README's threshold, or an estimate (~) until the bmodel "
+            "is read; `llm-tpu provision check --model NAME` decides after `models pull`."
+        )
+    for line in problems:
+        print(f"note: {line}", file=sys.stderr)
     return 0
 
 
@@ -155,7 +172,12 @@ def _register_install_commands(msub: argparse._SubParsersAction) -> None:
     r.add_argument("name", help="installed model name")
     r.add_argument("--json", action="store_true", help="machine-readable output")
     r.set_defaults(func=run_rm)
-    c = msub.add_parser("catalog", help="list the models `models pull` knows by name")
+    c = msub.add_parser(
+        "catalog",
+        help="list the models `models pull` knows by name, and which fit this box's TPU memory now",
+    )
+    c.add_argument("--config", type=Path, metavar="PATH", help="config file (for provisioning settings)")
+    c.add_argument("--sysroot", metavar="DIR", help="root of the board's system paths (provisioning.sysroot)")
     c.add_argument("--json", action="store_true", help="machine-readable output")
     c.set_defaults(func=run_catalog)
 
