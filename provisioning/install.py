@@ -95,7 +95,13 @@ def _commit(staging: Path, dest: Path) -> None:
 
 
 def _manifest_for(
-    staging: Path, name: str, *, base: ModelManifest | None, entry: CatalogEntry | None, source: str
+    staging: Path,
+    name: str,
+    *,
+    base: ModelManifest | None,
+    entry: CatalogEntry | None,
+    source: str,
+    extra: dict[str, Any] | None = None,
 ) -> ModelManifest:
     files = []
     for path in sorted(p for p in staging.rglob("*") if p.is_file() and p.name != MANIFEST_NAME):
@@ -123,7 +129,7 @@ def _manifest_for(
     bmodels = [staging / w.path for w in weights if w.path.endswith(".bmodel")]
     if bmodels:
         fields.update(bmodel_facts(bmodels[0]))
-    extra = dict(fields.pop("extra", {}))
+    extra = {**fields.pop("extra", {}), **(extra or {})}
     tok_dir = find_tokenizer_dir(staging)
     if tok_dir is not None:
         extra["tokenizer_dir"] = str(tok_dir.relative_to(staging))
@@ -141,12 +147,13 @@ def install_files(
     archives: list[Path] | None = None,
     tokenizer_dirs: list[Path] | None = None,
     require_tokenizer: bool = False,
+    extra: dict[str, Any] | None = None,
     root: Path | None = None,
 ) -> Path:
     """Install ``files`` (and unpacked ``archives``, e.g. token_config.zip, and copies of
     ``tokenizer_dirs`` under token_config/) as model ``name``.
 
-    ``require_tokenizer``: refuse, before anything is installed, when the result holds no tokenizer
+    ``extra`` goes into the manifest's ``extra``. ``require_tokenizer``: refuse, before anything is installed, when the result holds no tokenizer
     that loads (a bare .bmodel cannot chat).
     """
     root = root or store_root()
@@ -163,7 +170,8 @@ def install_files(
             check_tokenizer(staging, source)
         for f in files:
             (shutil.move if move else shutil.copy2)(str(f), str(staging / f.name))
-        write_manifest(staging, _manifest_for(staging, name, base=base, entry=entry, source=source))
+        manifest = _manifest_for(staging, name, base=base, entry=entry, source=source, extra=extra)
+        write_manifest(staging, manifest)
     return root / name
 
 

@@ -98,7 +98,8 @@ def pull(
         return dfss_download(source, downloads, sha256=expected, progress=progress)
 
     archives = [fetch(tok_archive, None)] if tok_archive else []  # small: fetched first, fails early
-    weights = fetch(weights_ref, sha256 or (entry.sha256 if entry else None))
+    expected = sha256 or (entry.sha256 if entry else None)
+    weights = fetch(weights_ref, expected)
     source = f"{DFSS_HOST}:{entry.dfss}" if entry else ref
     path = install_files(
         name,
@@ -109,6 +110,8 @@ def pull(
         archives=archives,
         tokenizer_dirs=[tok_dir] if tok_dir else [],
         require_tokenizer=weights.suffix == ".bmodel",
+        # Where the vendor publishes no checksum, the one of this verified download is the reference.
+        extra={"weights_sha256_source": "given" if expected else "first download"},
         root=root,
     )
     for archive in archives:

@@ -9,6 +9,7 @@ bmodel), optionally pausing halfway until the test has seen the partial file.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import zipfile
@@ -90,16 +91,22 @@ def test_bare_bmodel_without_tokenizer_is_refused_before_downloading(
     assert not store.exists() or not any(store.iterdir())
 
 
-def test_catalog_pull_fetches_its_tokenizer_archive(fake_dfss: Path, store: Path) -> None:
-    path = pull("qwen1.5-1.8b-int4", progress=False)
+def test_catalog_pull_fetches_its_tokenizer_archive(
+    fake_dfss: Path, store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["models", "pull", "qwen1.5-1.8b-int4"]) == 0
+    path = store / "qwen1.5-1.8b-int4"
     assert [c[0] for c in calls(fake_dfss)] == [
         "--url=open@sophgo.com:sophon-demo/Qwen1_5/token_config.zip",
         "--url=open@sophgo.com:sophon-demo/Qwen1_5/qwen1.5-1.8b_int4_1dev.bmodel",
     ]
     m = read_manifest(path)
     assert m.extra["tokenizer_dir"] == "token_config" and m.template == "tokenizer"
-    # the vendor gives no checksum: the first verified download's is recorded in the manifest
-    assert m.weights[0].sha256 and m.checksum
+    # the vendor gives no checksum: the first verified download's is recorded in the manifest, and said
+    assert m.weights[0].sha256 == hashlib.sha256(BMODEL.read_bytes()).hexdigest() and m.checksum
+    assert m.extra["weights_sha256_source"] == "first download"
+    err = capsys.readouterr().err
+    assert f"no published checksum for qwen1.5-1.8b-int4: recorded sha256 {m.weights[0].sha256}" in err
 
 
 def test_tokenizer_from_a_directory_or_a_catalog_name(fake_dfss: Path, store: Path, tmp_path: Path) -> None:

@@ -141,3 +141,18 @@ def test_missing_and_broken_tokenizers_are_clear_errors(tmp_path: Path) -> None:
     (bad_bpe / "merges.txt").write_text("#version: 0.2\nx y\n")
     with pytest.raises(ModelFormatError, match=r"vocab\.json/merges\.txt"):
         ChatTokenizer.from_dir(bad_bpe)
+
+
+def test_backends_know_their_control_tokens_and_bound_token_counts(dirs: dict[str, Path]) -> None:
+    """What the content-is-text mechanism and the cheap prompt-size check need from every backend."""
+    tik = ChatTokenizer.from_dir(dirs["tiktoken"]).backend
+    sp = ChatTokenizer.from_dir(dirs["sentencepiece"]).backend
+    for backend in (tik, sp):
+        for text in MIXED_TEXTS:
+            assert backend.min_tokens(text) <= len(backend.encode(text)), (type(backend).__name__, text)
+    im_end = tik.token_to_id("<|im_end|>")
+    assert im_end is not None and tik.id_to_token(im_end) == "<|im_end|>"
+    assert "<|im_start|>" in tik.special_tokens() and len(tik.special_tokens()) == len(QWEN_SPECIAL_TOKENS)
+    assert tik.id_to_token(tik.vocab_size + 1) is None
+    assert (sp.id_to_token(195), sp.id_to_token(2)) == ("<reserved_106>", "</s>")
+    assert sp.special_tokens() == frozenset()  # control pieces are never matched in text

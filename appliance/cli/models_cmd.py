@@ -13,6 +13,7 @@ from pathlib import Path
 
 from appliance.bmodel.report import print_bmodel_info
 from appliance.models import embedded
+from appliance.models.manifest import read_manifest
 from appliance.models.store import ModelStore
 from provisioning import install
 from provisioning.catalog import catalog
@@ -103,7 +104,21 @@ def run_pull(args: argparse.Namespace) -> int:
     path = pull(
         args.ref, name=args.name, sha256=args.sha256, tokenizer=args.tokenizer, progress=sys.stderr.isatty()
     )
-    _print(args, {"installed": str(path)}, f"installed {path.name} in {path}")
+    manifest = read_manifest(path)
+    sha = manifest.weights[0].sha256 if manifest.weights else ""
+    recorded = manifest.extra.get("weights_sha256_source") == "first download"
+    data = {
+        "installed": str(path),
+        "sha256": sha,
+        "sha256_source": manifest.extra.get("weights_sha256_source"),
+    }
+    _print(args, data, f"installed {path.name} in {path}")
+    if recorded and not args.json:
+        print(
+            f"note: no published checksum for {path.name}: recorded sha256 {sha} of this download "
+            "in its manifest (compare it with another box's `llm-tpu models info`)",
+            file=sys.stderr,
+        )
     return 0
 
 

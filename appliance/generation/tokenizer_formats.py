@@ -112,6 +112,8 @@ class TiktokenBackend:
         except ValueError as exc:
             raise ModelFormatError(f"{path} is not a usable tiktoken file: {exc}") from None
         self._n = int(self._enc.n_vocab)
+        self._by_id = {i: t for t, i in self._special.items()}
+        self._max_token_bytes = max(len(b) for b in ranks)
 
     def encode(self, text: str) -> list[int]:
         # Like the fast backend, special tokens written in the text become their ids (the Jinja and
@@ -128,6 +130,22 @@ class TiktokenBackend:
             return int(self._enc.encode_single_token(token.encode("utf-8")))
         except KeyError:
             return None
+
+    def id_to_token(self, token_id: int) -> str | None:
+        if token_id in self._by_id:
+            return self._by_id[token_id]
+        try:
+            return bytes(self._enc.decode_single_token_bytes(token_id)).decode("utf-8")
+        except (KeyError, UnicodeDecodeError):  # unknown id, or part of a multi-byte character
+            return None
+
+    def special_tokens(self) -> frozenset[str]:
+        """The control tokens whose text encode() turns into their ids."""
+        return frozenset(self._special)
+
+    def min_tokens(self, text: str) -> int:
+        """A lower bound of len(encode(text)): no token covers more bytes than the longest rank."""
+        return -(-len(text.encode("utf-8", "surrogatepass")) // self._max_token_bytes)
 
     @property
     def vocab_size(self) -> int:
@@ -151,8 +169,22 @@ class SentencePieceBackend:
                 hint="reinstall the model's tokenizer files",
             ) from None
         self._n = int(self._sp.GetPieceSize())
+        pieces = [str(self._sp.IdToPiece(i)) for i in range(self._n)]
+        # The API does not say which pieces are user-defined (matched whole in text): take the tag-like
+        # ones that text encodes to as one piece.
+        self._user_defined = frozenset(
+            p
+            for i, p in enumerate(pieces)
+            if len(p) > 2
+            and p[0] == "<"
+            and p[-1] == ">"
+            and not (self._sp.IsControl(i) or self._sp.IsByte(i) or self._sp.IsUnknown(i))
+            and list(self._sp.EncodeAsIds(p)) == [i]
+        )
+        self._max_piece_bytes = max((len(p.encode("utf-8")) for p in pieces), default=1) or 1
 
     def encode(self, text: str) -> list[int]:
+        # Control pieces (<s>, </s>, <reserved_*>) are never matched in text; user-defined ones are.
         return [int(i) for i in self._sp.EncodeAsIds(text)]
 
     def decode(self, ids: Sequence[int]) -> str:
@@ -161,6 +193,17 @@ class SentencePieceBackend:
     def token_to_id(self, token: str) -> int | None:
         value = int(self._sp.PieceToId(token))
         return value if self._sp.IdToPiece(value) == token else None
+
+    def id_to_token(self, token_id: int) -> str | None:
+        return str(self._sp.IdToPiece(token_id)) if 0 <= token_id < self._n else None
+
+    def special_tokens(self) -> frozenset[str]:
+        """The pieces encode() matches as a whole in text (user-defined symbols)."""
+        return self._user_defined
+
+    def min_tokens(self, text: str) -> int:
+        """A lower bound of len(encode(text)); the slack of 3 covers normalization (NFKC) composing."""
+        return len(text.encode("utf-8", "surrogatepass")) // (3 * self._max_piece_bytes)
 
     @property
     def eos_id(self) -> int | None:
