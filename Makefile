@@ -2,13 +2,17 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: chat test lint typecheck unit bench venv vendor-runtime clean
+.PHONY: chat test lint typecheck unit bench venv vendor-runtime compiler clean
 
 venv:
 	@./scripts/bootstrap.sh
 
 vendor-runtime: venv
 	@./scripts/fetch-vendor-runtime.sh
+
+# tpuc-opt, model_tool and the PPL toolchain from the same wheel (llm-tpu models compile)
+compiler: vendor-runtime
+	@./scripts/fetch-vendor-compiler.sh
 
 chat: venv
 	@$(VENV)/bin/llm-tpu chat
@@ -22,7 +26,7 @@ typecheck: venv
 
 # The cmodel simulator keeps busy-polling threads (about two cores) for the rest of a process once a
 # runtime exists, so its tests run alone, in their own process, after everything else.
-unit: venv vendor-runtime
+unit: venv vendor-runtime compiler
 	$(PY) -m pytest -q -m "not cmodel"
 	$(PY) -m pytest -q -m cmodel
 

@@ -21,6 +21,7 @@ service turns them into JSON with :attr:`ApplianceError.http_status`.
     │   ├── QueueFull                too many requests are waiting
     │   └── RequestCancelled         the client went away or the deadline passed
     │       └── DeadlineExceeded     the request's deadline passed (queued or generating)
+    ├── CompileError                 compiling a model to a bmodel failed (a tool, a missing prerequisite)
     └── ProvisioningError            TPU memory layout, memory_edit, model install, first boot
         ├── LayoutDoesNotFit         no layout within the board's maxima holds the model
         ├── BootImageError           the produced boot image failed verification
@@ -32,6 +33,7 @@ from __future__ import annotations
 __all__ = [
     "ApplianceError",
     "BootImageError",
+    "CompileError",
     "ConfigError",
     "ContextOverflow",
     "DeadlineExceeded",
@@ -125,6 +127,11 @@ class EngineUnavailable(EngineError):
 class InsufficientTPUMemory(EngineError):
     http_status = 503
     code = "insufficient_tpu_memory"
+
+
+class CompileError(ApplianceError):
+    exit_code = 3
+    code = "compile_error"
 
 
 class ServiceError(ApplianceError):

@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(pkg-config libsystemd-dev curl systemd device-tree-compiler u-boot-tools tmux)
+# cmake, make, gcc and g++: the PPL JIT of the bmodel compiler (llm-tpu models compile) builds kernels with them.
+APT_PACKAGES=(pkg-config libsystemd-dev curl systemd device-tree-compiler u-boot-tools tmux cmake make gcc g++)
 VENV=${LLM_TPU_VENV:-.venv}
 
 missing=()

@@ -34,6 +34,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "appliance.config",
         "appliance.engine",
         "appliance.bmodel",
+        "appliance.compile",
     ),
     "provisioning.cli": ("provisioning", "appliance.models", "appliance.config", "appliance.bmodel"),
     "appliance.tui": ("appliance.service.client", "appliance.generation", "appliance.config"),
@@ -46,6 +47,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
     ),
     "appliance.bench_runner": ("appliance.generation",),
     "provisioning": ("appliance.models", "appliance.config", "appliance.bmodel"),
+    # the bmodel compiler: writes MLIR, drives the vendor tools; a GGUF source goes through models
+    "appliance.compile": ("appliance.models",),
     "appliance.models": ("appliance.generation", "appliance.engine", "appliance.bmodel", "appliance.config"),
     "appliance.generation": ("appliance.engine", "appliance.config"),
     "appliance.config": ("appliance.engine.options",),

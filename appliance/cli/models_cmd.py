@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from appliance.bmodel.report import print_bmodel_info
+from appliance.cli.compile_cmd import register_compile_command
 from appliance.models import embedded
 from appliance.models.manifest import read_manifest
 from appliance.models.store import ModelStore
@@ -212,4 +213,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     info.add_argument("--json", action="store_true", help="machine-readable output")
     info.set_defaults(func=run_info)
     _register_install_commands(msub)
+    register_compile_command(msub)
     p.set_defaults(func=lambda args: p.print_help() or 2)

@@ -27,7 +27,7 @@ from appliance.models.manifest import (
     write_manifest,
 )
 
-__all__ = ["ALIASES", "NAME", "ensure_embedded_model", "gguf_path"]
+__all__ = ["ALIASES", "NAME", "convert_gguf", "ensure_embedded_model", "gguf_path"]
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,8 @@ def gguf_path() -> Path:
     )
 
 
-def _convert(gguf: Path, out: Path) -> None:
+def convert_gguf(gguf: Path, out: Path) -> None:
+    """Dequantize a GGUF (transformers + torch) into a Hugging Face directory: f32 safetensors, config, tokenizer."""
     import_torch()  # also silences transformers' progress bars
     try:
         import torch
@@ -133,7 +134,7 @@ def ensure_embedded_model(cache: Path | None = None) -> InstalledModel:
                 log.warning("converting the embedded model %s to safetensors (once, about 20 s)", NAME)
                 tmp = Path(tempfile.mkdtemp(prefix=f".{NAME}.", dir=root))
                 try:
-                    _convert(gguf, tmp)
+                    convert_gguf(gguf, tmp)
                     write_manifest(tmp, _manifest(tmp))
                     if target.exists():
                         shutil.rmtree(target)

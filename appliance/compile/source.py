@@ -1,0 +1,208 @@
+"""Read a Hugging Face model directory without torch: ``config.json`` and safetensors (numpy only).
+
+:func:`read_spec` turns the config into a :class:`ModelSpec` and refuses, before any work, every field
+the generator does not implement, naming the field. :class:`Checkpoint` reads tensors as float32.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from appliance.errors import ModelFormatError
+
+__all__ = ["Checkpoint", "ModelSpec", "UnsupportedModel", "read_spec"]
+
+_ARCHS = {"Qwen2ForCausalLM": "qwen2", "LlamaForCausalLM": "llama"}
+_DTYPES = {"BF16": 2, "F16": 2, "F32": 4}
+
+
+class UnsupportedModel(ModelFormatError):
+    """The model uses something the compiler does not implement (yet)."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    family: str  # "qwen2" | "llama"
+    num_layers: int
+    hidden: int
+    intermediate: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    rms_eps: float
+    rope_theta: float
+    tied: bool
+    dtype: str
+
+    @property
+    def q_dim(self) -> int:
+        return self.heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.kv_heads * self.head_dim
+
+
+def _load_config(src: Path) -> dict[str, Any]:
+    path = src / "config.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelFormatError(
+            f"{src} has no config.json", hint="give a Hugging Face model directory or a .gguf file"
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFormatError(f"{path} cannot be read: {exc}") from None
+    if not isinstance(data, dict):
+        raise ModelFormatError(f"{path} is not a JSON object")
+    return data
+
+
+def _unsupported(field: str, value: object, what: str) -> UnsupportedModel:
+    return UnsupportedModel(
+        f"not supported yet: {what} (config.json {field} = {json.dumps(value)})",
+        hint="supported: Qwen2/Qwen2.5 and Llama/SmolLM2 without rope scaling or sliding window",
+    )
+
+
+def _rope_theta(cfg: dict[str, Any]) -> float:
+    params = cfg.get("rope_parameters")
+    scaling = cfg.get("rope_scaling")
+    for field, block in (("rope_parameters", params), ("rope_scaling", scaling)):
+        if isinstance(block, dict):
+            kind = block.get("rope_type", block.get("type", "default"))
+            if kind != "default":
+                raise _unsupported(f"{field}.rope_type", kind, f"rope scaling {kind!r}")
+            if block.get("partial_rotary_factor", 1.0) != 1.0:
+                raise _unsupported(
+                    f"{field}.partial_rotary_factor", block["partial_rotary_factor"], "partial rotary"
+                )
+    if isinstance(params, dict) and "rope_theta" in params:
+        return float(params["rope_theta"])
+    return float(cfg.get("rope_theta", 10000.0))
+
+
+def read_spec(src: Path) -> ModelSpec:
+    """The model's shape from config.json; an UnsupportedModel names the first field we cannot do."""
+    cfg = _load_config(src)
+    archs = cfg.get("architectures") or []
+    arch = archs[0] if isinstance(archs, list) and archs else cfg.get("model_type", "?")
+    if arch not in _ARCHS:
+        raise _unsupported("architectures", archs or cfg.get("model_type"), f"architecture {arch}")
+    if cfg.get("quantization_config"):
+        method = cfg["quantization_config"].get("quant_method", "?")
+        raise _unsupported("quantization_config.quant_method", method, "pre-quantized checkpoints")
+    if cfg.get("hidden_act", "silu") != "silu":
+        raise _unsupported("hidden_act", cfg["hidden_act"], f"activation {cfg['hidden_act']}")
+    if cfg.get("use_sliding_window"):
+        raise _unsupported("use_sliding_window", True, "sliding-window attention")
+    if cfg.get("partial_rotary_factor", 1.0) != 1.0:
+        raise _unsupported("partial_rotary_factor", cfg["partial_rotary_factor"], "partial rotary")
+    if cfg.get("pretraining_tp", 1) != 1:
+        raise _unsupported("pretraining_tp", cfg["pretraining_tp"], "tensor-parallel pretraining slices")
+    try:
+        heads = int(cfg["num_attention_heads"])
+        hidden = int(cfg["hidden_size"])
+        spec = ModelSpec(
+            family=_ARCHS[arch],
+            num_layers=int(cfg["num_hidden_layers"]),
+            hidden=hidden,
+            intermediate=int(cfg["intermediate_size"]),
+            heads=heads,
+            kv_heads=int(cfg.get("num_key_value_heads") or heads),
+            head_dim=int(cfg.get("head_dim") or hidden // heads),
+            vocab=int(cfg["vocab_size"]),
+            rms_eps=float(cfg["rms_norm_eps"]),
+            rope_theta=_rope_theta(cfg),
+            tied=bool(cfg.get("tie_word_embeddings", False)),
+            dtype=str(cfg.get("dtype") or cfg.get("torch_dtype") or "bfloat16"),
+        )
+    except KeyError as exc:
+        raise ModelFormatError(f"{src / 'config.json'} has no {exc.args[0]}") from None
+    except (TypeError, ValueError) as exc:
+        raise ModelFormatError(f"{src / 'config.json'}: {exc}") from None
+    if spec.heads % spec.kv_heads:
+        raise _unsupported("num_key_value_heads", spec.kv_heads, "KV heads that do not divide the heads")
+    if spec.dtype not in ("bfloat16", "float16", "float32"):
+        raise _unsupported("dtype", spec.dtype, f"checkpoint dtype {spec.dtype}")
+    return spec
+
+
+@dataclass(frozen=True)
+class _Entry:
+    file: Path
+    dtype: str
+    shape: tuple[int, ...]
+    start: int
+    end: int
+
+
+class Checkpoint:
+    """The tensors of every ``*.safetensors`` in a directory, read lazily as float32 numpy arrays."""
+
+    def __init__(self, src: Path) -> None:
+        self.src = src
+        self._entries: dict[str, _Entry] = {}
+        files = sorted(src.glob("*.safetensors"))
+        if not files:
+            raise ModelFormatError(
+                f"{src} has no *.safetensors", hint="the compiler reads safetensors or GGUF"
+            )
+        for f in files:
+            self._index(f)
+
+    def _index(self, path: Path) -> None:
+        with open(path, "rb") as fh:
+            raw = fh.read(8)
+            if len(raw) != 8:
+                raise ModelFormatError(f"{path} is not a safetensors file (too short)")
+            (n,) = struct.unpack("<Q", raw)
+            try:
+                header = json.loads(fh.read(n))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                raise ModelFormatError(f"{path} is not a safetensors file (bad header)") from None
+        base = 8 + n
+        for name, meta in header.items():
+            if name == "__metadata__":
+                continue
+            dtype = meta.get("dtype")
+            if dtype not in _DTYPES:
+                raise UnsupportedModel(f"{path.name}: tensor {name} has dtype {dtype}; bf16, f16 or f32 only")
+            start, end = meta["data_offsets"]
+            self._entries[name] = _Entry(path, dtype, tuple(meta["shape"]), base + start, base + end)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
+
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self._entry(name).shape
+
+    def _entry(self, name: str) -> _Entry:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise ModelFormatError(f"{self.src}: the checkpoint has no tensor {name}") from None
+
+    def read(self, name: str) -> np.ndarray:
+        e = self._entry(name)
+        count = int(np.prod(e.shape)) if e.shape else 1
+        if e.end - e.start != count * _DTYPES[e.dtype]:
+            raise ModelFormatError(f"{e.file.name}: tensor {name} has a wrong byte length")
+        raw = np.fromfile(e.file, dtype=np.uint8, count=e.end - e.start, offset=e.start)
+        if e.dtype == "BF16":
+            data = (raw.view("<u2").astype(np.uint32) << 16).view(np.float32)
+        elif e.dtype == "F16":
+            data = raw.view("<f2").astype(np.float32)
+        else:
+            data = raw.view("<f4").astype(np.float32)
+        return data.reshape(e.shape)
