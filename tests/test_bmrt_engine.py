@@ -12,12 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.engine_steps import greedy_tokens
 from support.vendor_runtime import FIXTURES, cmodel_libdir, require_vendor_runtime
 
 from appliance.engine.bmrt.engine import BmrtEngine
 from appliance.engine.bmrt.lib import find_libdir, load_libs
 from appliance.engine.bmrt.runtime import BmrtBackend
-from appliance.engine.protocol import DeviceSampling, Engine
+from appliance.engine.protocol import DeviceSampling
 from appliance.errors import ContextOverflow, ModelFormatError, ModelLoadError
 
 pytestmark = pytest.mark.cmodel
@@ -33,16 +34,6 @@ ENCRYPTED = "tiny-qwen2_bf16_seq64_1dev_sample_nokernel_encrypted_block0_cache0.
 def open_engine(name: str, **kw: object) -> BmrtEngine:
     require_vendor_runtime()
     return BmrtEngine.open(FIXTURES / name, libdir=cmodel_libdir(), **kw)  # type: ignore[arg-type]
-
-
-def greedy_tokens(engine: Engine, ids: list[int], n: int) -> list[int]:
-    engine.truncate(0)
-    out = engine.prefill(ids)
-    toks = [out.token]
-    while len(toks) < n:
-        assert toks[-1] is not None
-        toks.append(engine.decode(toks[-1]).token)
-    return [int(t) for t in toks if t is not None]
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
