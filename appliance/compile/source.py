@@ -93,9 +93,15 @@ def read_spec(src: Path) -> ModelSpec:
     """The model's shape from config.json; an UnsupportedModel names the first field we cannot do."""
     cfg = _load_config(src)
     archs = cfg.get("architectures") or []
-    arch = archs[0] if isinstance(archs, list) and archs else cfg.get("model_type", "?")
-    if arch not in _ARCHS:
-        raise _unsupported("architectures", archs or cfg.get("model_type"), f"architecture {arch}")
+    if isinstance(archs, list) and archs:
+        arch = archs[0]
+        if arch not in _ARCHS:
+            raise _unsupported("architectures", archs, f"architecture {arch}")
+    else:  # configs written from a GGUF carry only model_type
+        kind = cfg.get("model_type", "?")
+        arch = next((a for a, fam in _ARCHS.items() if fam == kind), "")
+        if not arch:
+            raise _unsupported("model_type", kind, f"model type {kind}")
     if cfg.get("quantization_config"):
         method = cfg["quantization_config"].get("quant_method", "?")
         raise _unsupported("quantization_config.quant_method", method, "pre-quantized checkpoints")
