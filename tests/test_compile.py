@@ -68,7 +68,7 @@ def test_sample_builds_equal_the_fixture_except_time_and_padding(builds: Path, n
     def described(p: Path) -> str:  # the whole flatbuffer, field by field
         text = re.sub(r'time: ".*"', "time", tool(["--print", str(p)]))
         # --kernel_remove leaves the removed module's mode field uninitialised
-        return re.sub(r"(kernel_module: \{[^}]*\}[^}]*?)mode: \d+", r"\1mode", text, flags=re.S)
+        return re.sub(r"(kernel_module: \{[^}]*\}[^}]*?)mode: -?\d+", r"\1mode", text, flags=re.S)
 
     assert described(ours) == described(fixture)
     start = binary_offset(fixture)
