@@ -132,27 +132,26 @@ def test_pull_installs_with_manifest(server: Files, store: Path) -> None:
     assert m.checksum and visible(store) == ["tiny"]
 
 
-def test_interrupted_download_resumes(server: Files, store: Path, tok_dir: str) -> None:
-    server.drop_after = 300_000
-    with pytest.raises(DownloadError, match="interrupted") as info:
-        pull(
-            url(server, "/m/tiny_bf16_seq64_1dev.bmodel"),
-            name="tiny",
-            sha256=SHA,
-            tokenizer=tok_dir,
-            progress=False,
-        )
-    assert "resumes" in (info.value.hint or "")
-    assert visible(store) == []
-    kept = next((store / ".downloads/tiny").glob("*.part")).stat().st_size
-    assert 0 < kept <= 300_000
-    pull(
+def pull_tiny(server: Files, tok_dir: str) -> Path:
+    """The tiny bmodel pulled from the test server, checksummed, with the tokenizer directory."""
+    return pull(
         url(server, "/m/tiny_bf16_seq64_1dev.bmodel"),
         name="tiny",
         sha256=SHA,
         tokenizer=tok_dir,
         progress=False,
     )
+
+
+def test_interrupted_download_resumes(server: Files, store: Path, tok_dir: str) -> None:
+    server.drop_after = 300_000
+    with pytest.raises(DownloadError, match="interrupted") as info:
+        pull_tiny(server, tok_dir)
+    assert "resumes" in (info.value.hint or "")
+    assert visible(store) == []
+    kept = next((store / ".downloads/tiny").glob("*.part")).stat().st_size
+    assert 0 < kept <= 300_000
+    pull_tiny(server, tok_dir)
     assert server.ranges == [f"bytes={kept}-"]
     assert sha256_file(store / "tiny/tiny_bf16_seq64_1dev.bmodel") == SHA
 
@@ -160,13 +159,7 @@ def test_interrupted_download_resumes(server: Files, store: Path, tok_dir: str) 
 def test_corrupt_payload_is_rejected_and_deleted(server: Files, store: Path, tok_dir: str) -> None:
     server.corrupt = True
     with pytest.raises(DownloadError, match="sha256"):
-        pull(
-            url(server, "/m/tiny_bf16_seq64_1dev.bmodel"),
-            name="tiny",
-            sha256=SHA,
-            tokenizer=tok_dir,
-            progress=False,
-        )
+        pull_tiny(server, tok_dir)
     assert visible(store) == []
     assert not list((store / ".downloads/tiny").glob("*.part"))
 
@@ -194,24 +187,12 @@ def test_disk_full_leaves_no_model_and_resumes(
 ) -> None:
     monkeypatch.setenv("LLM_TPU_MODELS_DIR", str(small_tmpfs))
     with pytest.raises(DownloadError, match="disk full"):
-        pull(
-            url(server, "/m/tiny_bf16_seq64_1dev.bmodel"),
-            name="tiny",
-            sha256=SHA,
-            tokenizer=tok_dir,
-            progress=False,
-        )
+        pull_tiny(server, tok_dir)
     assert visible(small_tmpfs) == []
     kept = next((small_tmpfs / ".downloads/tiny").glob("*.part")).stat().st_size
     assert 0 < kept < len(BMODEL.read_bytes())
     subprocess.run(["mount", "-o", "remount,size=4m", str(small_tmpfs)], check=True)
-    pull(
-        url(server, "/m/tiny_bf16_seq64_1dev.bmodel"),
-        name="tiny",
-        sha256=SHA,
-        tokenizer=tok_dir,
-        progress=False,
-    )
+    pull_tiny(server, tok_dir)
     assert server.ranges == [f"bytes={kept}-"]
     assert visible(small_tmpfs) == ["tiny"]
 
