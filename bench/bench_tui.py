@@ -79,7 +79,7 @@ def wire_time(client: TimedClient, tokens: int) -> float:
 
 async def tui_run(client: TimedClient, tokens: int) -> tuple[float, float, float, int]:
     """(tui stream time, lag, worst loop stall, answer length) for one answer in a fresh app."""
-    app = ChatApp(client, options=GenerationOptions(max_new_tokens=tokens))
+    app = ChatApp(client, options={"num_predict": tokens})
     deadline = time.monotonic() + RUN_TIMEOUT_S
     async with app.run_test(size=(100, 40)) as pilot:
         while not app.ready:

@@ -32,7 +32,7 @@ def finish(events: list[GenerationEvent]) -> Finished:
 
 
 def run(gen: Generator, msgs: list[Message], **opts: object) -> Finished:
-    return finish(list(gen.generate(msgs, GenerationOptions(**opts))))  # type: ignore[arg-type]
+    return finish(list(gen.generate(msgs, GenerationOptions(**{"temperature": 0.0, **opts}))))  # type: ignore[arg-type]
 
 
 def test_prefix_reuse_equals_full_prefill(host: HostEngine, tok: ChatTokenizer) -> None:

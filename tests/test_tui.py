@@ -75,7 +75,7 @@ def answer_views(app: ChatApp) -> list[MessageView]:
 
 def app_for(socket: str | Path, max_tokens: int, retry_s: float = 0.1) -> ChatApp:
     client = ServiceClient(UnixSocketTransport(str(socket), 30))
-    return ChatApp(client, options=GenerationOptions(max_new_tokens=max_tokens), retry_interval_s=retry_s)
+    return ChatApp(client, options={"num_predict": max_tokens}, retry_interval_s=retry_s)
 
 
 @run_async

@@ -11,6 +11,7 @@ from appliance.cli.options import (
     add_model_options,
     generation_options,
     load_from_args,
+    requested_options,
 )
 from appliance.generation.types import Finished, Message, Notice, TextDelta, Timings
 
@@ -43,10 +44,11 @@ def usage_record(model: str, final: Finished) -> dict[str, object]:
 
 def run(args: argparse.Namespace) -> int:
     prompt = " ".join(args.prompt) if args.prompt else sys.stdin.read()
-    options = generation_options(args)  # validate before the (slow) load
+    requested_options(args)  # validate before the (slow) load
     messages = [Message("system", args.system)] if args.system else []
     messages.append(Message("user", prompt))
     loaded = load_from_args(args)
+    options = generation_options(args, loaded.defaults)
     final: Finished | None = None
     for event in loaded.generator.generate(messages, options):
         if isinstance(event, TextDelta) and not args.json:

@@ -23,9 +23,10 @@ from appliance.cli.options import (
     add_model_options,
     generation_options,
     load_from_args,
+    requested_options,
 )
 from appliance.errors import ApplianceError, ServiceUnavailable
-from appliance.generation.types import Finished, Message, Notice, TextDelta
+from appliance.generation.types import Finished, Message, Notice, TextDelta, ollama_options
 from appliance.service.client import ServiceClient, UnixSocketTransport, find_socket
 
 HELP = "Type a message and Enter. /reset starts over, /exit (or Ctrl-D) leaves, Ctrl-C stops an answer."
@@ -49,7 +50,7 @@ def _service_listening(client: ServiceClient) -> bool:
 def run_tui(args: argparse.Namespace) -> int:
     from appliance.tui import ChatApp, LocalService
 
-    options = generation_options(args)
+    options = ollama_options(requested_options(args))  # the service fills in the rest
     path = find_socket(args.socket)
     if path.exists() and not os.access(path, os.R_OK | os.W_OK):
         # Someone else's service: a private one would fight it for the TPU.
@@ -82,11 +83,12 @@ def run_tui(args: argparse.Namespace) -> int:
 
 
 def run_plain(args: argparse.Namespace) -> int:
-    options = generation_options(args)
+    requested_options(args)  # validate before the (slow) load
     interactive = sys.stdin.isatty()
     if interactive:
         print("loading the model ...", file=sys.stderr, flush=True)
     loaded = load_from_args(args)
+    options = generation_options(args, loaded.defaults)
     if interactive:
         print(f"{loaded.name} on the {loaded.engine.info.kind} engine. {HELP}", file=sys.stderr)
     system = [Message("system", args.system)] if args.system else []

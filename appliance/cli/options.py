@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from typing import Any
 
 from appliance.engine.options import ENGINE_KINDS, EngineOptions, parse_device_ids
@@ -15,6 +16,7 @@ __all__ = [
     "add_model_options",
     "generation_options",
     "load_from_args",
+    "requested_options",
 ]
 
 
@@ -47,29 +49,51 @@ def add_devid_option(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> No
 
 
 def add_generation_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("generation")
+    g = p.add_argument_group(
+        "generation", "unset options take the model's generation_config.json, else the built-in defaults"
+    )
     g.add_argument("-s", "--system", help="system prompt")
-    g.add_argument("-n", "--max-tokens", type=int, default=512, help="most new tokens per answer (512)")
-    g.add_argument("-t", "--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    g.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (0 = off)")
-    g.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1.0 = off)")
-    g.add_argument("--repeat-penalty", type=float, default=1.0, help="repetition penalty (1.0 = off)")
-    g.add_argument("--repeat-last-n", type=int, default=32, help="tokens the penalty looks back on (32)")
+    g.add_argument("-n", "--max-tokens", type=int, help="most new tokens per answer (1024)")
+    g.add_argument("-t", "--temperature", type=float, help="sampling temperature, 0 = greedy (0.7)")
+    g.add_argument("--greedy", action="store_true", help="greedy decoding: the most likely token, no penalty")
+    g.add_argument("--top-k", type=int, help="keep the k most likely tokens (0 = off)")
+    g.add_argument("--top-p", type=float, help="nucleus sampling mass, 1.0 = off (0.9)")
+    g.add_argument("--repeat-penalty", type=float, help="repetition penalty, 1.0 = off (1.1)")
+    g.add_argument("--repeat-last-n", type=int, help="tokens the penalty looks back on (64)")
     g.add_argument("--seed", type=int, help="seed for reproducible sampling")
     g.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
 
 
-def generation_options(args: argparse.Namespace) -> GenerationOptions:
-    return GenerationOptions(
-        max_new_tokens=args.max_tokens,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        repetition_penalty=args.repeat_penalty,
-        repeat_last_n=args.repeat_last_n,
-        seed=args.seed,
-        stop=tuple(args.stop),
-    )
+def requested_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The GenerationOptions fields given on the command line (--greedy sets the greedy ones)."""
+    given = {
+        "max_new_tokens": args.max_tokens,
+        "temperature": args.temperature,
+        "top_k": args.top_k,
+        "top_p": args.top_p,
+        "repetition_penalty": args.repeat_penalty,
+        "repeat_last_n": args.repeat_last_n,
+        "seed": args.seed,
+        "stop": tuple(args.stop) or None,
+    }
+    values = {k: v for k, v in given.items() if v is not None}
+    if args.greedy:
+        greedy = GenerationOptions().greedy()
+        values.update(
+            temperature=greedy.temperature,
+            top_k=greedy.top_k,
+            top_p=greedy.top_p,
+            repetition_penalty=greedy.repetition_penalty,
+        )
+    GenerationOptions(**values)  # InvalidRequest now, before any model loads or request is sent
+    return values
+
+
+def generation_options(
+    args: argparse.Namespace, defaults: GenerationOptions | None = None
+) -> GenerationOptions:
+    """``defaults`` (the model's) with the options given on the command line."""
+    return dataclasses.replace(defaults or GenerationOptions(), **requested_options(args))
 
 
 def load_from_args(args: argparse.Namespace, **kwargs: Any) -> LoadedModel:

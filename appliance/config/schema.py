@@ -157,14 +157,23 @@ class SchedulerSection(_Section):
 
 
 class GenerationDefaults(_Section):
-    max_tokens: int = Field(1024, ge=1, description="tokens generated when a request gives no limit")
-    temperature: float = Field(
-        0.0, ge=0, description="sampling temperature when a request gives none (0: greedy)"
+    """Defaults for requests that do not set these themselves. null (the default) takes the model's
+    generation_config.json where it sets the value, else the built-in default (GenerationOptions)."""
+
+    max_tokens: int | None = Field(
+        None, ge=1, description="tokens generated when a request gives no limit (null: 1024)"
     )
-    top_k: int = Field(0, ge=0, description="top-k when a request gives none (0: off)")
-    top_p: float = Field(1.0, gt=0, le=1, description="nucleus top-p when a request gives none")
-    repetition_penalty: float = Field(1.0, gt=0, description="repetition penalty when a request gives none")
-    repeat_last_n: int = Field(32, ge=0, description="how many recent tokens the penalty looks at")
+    temperature: float | None = Field(
+        None, ge=0, description="sampling temperature (0: greedy; null: the model's, else 0.7)"
+    )
+    top_k: int | None = Field(None, ge=0, description="top-k (0: off; null: the model's, else 0)")
+    top_p: float | None = Field(None, gt=0, le=1, description="nucleus top-p (null: the model's, else 0.9)")
+    repetition_penalty: float | None = Field(
+        None, gt=0, description="repetition penalty (1.0: off; null: the model's, else 1.1)"
+    )
+    repeat_last_n: int | None = Field(
+        None, ge=0, description="how many recent tokens the penalty looks at (null: 64)"
+    )
 
 
 class LoggingSection(_Section):

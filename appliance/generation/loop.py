@@ -116,7 +116,7 @@ class Generator:
         sampler = Sampler(options)
         decoder = IncrementalDecoder(self.tokenizer)
         stops = StopStringFilter(options.stop)
-        device = self.engine.capabilities.device_sampling and not options.greedy
+        device = self.engine.capabilities.device_sampling and not options.is_greedy
         stop_ids = frozenset() if options.ignore_eos else self.template.stop_ids
         load_ns, self._pending_load_ns = self._pending_load_ns, 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -9,6 +10,7 @@ from typing import Any, Literal
 from appliance.errors import InvalidRequest
 
 __all__ = [
+    "OLLAMA_NAMES",
     "DoneReason",
     "Finished",
     "GenerationEvent",
@@ -17,6 +19,7 @@ __all__ = [
     "Notice",
     "TextDelta",
     "Timings",
+    "ollama_options",
     "validate_messages",
 ]
 
@@ -64,16 +67,45 @@ def validate_messages(raw: Sequence[Mapping[str, Any] | Message]) -> list[Messag
     return out
 
 
+# GenerationOptions field -> its name in Ollama's ``options`` object (the names /api/chat takes).
+OLLAMA_NAMES = {
+    "max_new_tokens": "num_predict",
+    "temperature": "temperature",
+    "top_k": "top_k",
+    "top_p": "top_p",
+    "repetition_penalty": "repeat_penalty",
+    "repeat_last_n": "repeat_last_n",
+    "seed": "seed",
+    "stop": "stop",
+}
+
+
+def ollama_options(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Some GenerationOptions fields (by field name) as Ollama options; None values and no stops are left out."""
+    return {
+        OLLAMA_NAMES[k]: (list(v) if k == "stop" else v)
+        for k, v in values.items()
+        if v is not None and not (k == "stop" and not v)
+    }
+
+
 @dataclass(frozen=True)
 class GenerationOptions:
-    """Per-request generation settings. Defaults follow the vendor pipeline (greedy unless asked)."""
+    """Per-request generation settings.
+
+    The field defaults are the appliance's built-in defaults, the one place they are written: sampling
+    with a mild repetition penalty (close to Ollama's), because greedy decoding makes small models
+    loop ("You are a poet. You are a poet. ..."). A model's generation_config.json and the config's
+    ``generation`` section override them (:func:`appliance.generation.defaults.model_defaults`);
+    :meth:`greedy` is one call away.
+    """
 
     max_new_tokens: int = 1024
-    temperature: float = 0.0  # 0 = greedy
+    temperature: float = 0.7  # 0 = greedy
     top_k: int = 0  # 0 = off
-    top_p: float = 1.0
-    repetition_penalty: float = 1.0
-    repeat_last_n: int = 32
+    top_p: float = 0.9
+    repetition_penalty: float = 1.1  # 1.0 = off
+    repeat_last_n: int = 64
     seed: int | None = None
     stop: tuple[str, ...] = ()
     reserve_tokens: int | None = None  # room kept for the answer when windowing; default min(max_new, ctx/4)
@@ -96,8 +128,16 @@ class GenerationOptions:
             raise InvalidRequest(f"reserve_tokens must be >= 1, got {self.reserve_tokens}")
 
     @property
-    def greedy(self) -> bool:
+    def is_greedy(self) -> bool:
         return self.temperature == 0.0 or self.top_k == 1
+
+    def as_ollama(self) -> dict[str, Any]:
+        """These options in the names of Ollama's ``options`` object (what /api/chat takes)."""
+        return ollama_options({f: getattr(self, f) for f in OLLAMA_NAMES})
+
+    def greedy(self) -> GenerationOptions:
+        """The same options with greedy decoding (the most likely token each step, no penalty)."""
+        return dataclasses.replace(self, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0)
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,11 @@ from typing import Any
 from appliance.engine.options import EngineOptions
 from appliance.engine.protocol import Engine
 from appliance.engine.select import open_engine
+from appliance.generation.defaults import model_defaults
 from appliance.generation.loop import Generator
 from appliance.generation.templates import ChatTemplate, make_template
 from appliance.generation.tokenizer import ChatTokenizer
+from appliance.generation.types import GenerationOptions
 from appliance.models.manifest import InstalledModel
 from appliance.models.store import ModelStore
 
@@ -34,6 +36,11 @@ class LoadedModel:
     @property
     def name(self) -> str:
         return self.model.name
+
+    @property
+    def defaults(self) -> GenerationOptions:
+        """Generation options for what a caller does not set (the model's generation_config.json)."""
+        return model_defaults([self.model.path, self.model.tokenizer_dir])
 
     def close(self) -> None:
         self.engine.close()

@@ -23,7 +23,7 @@ from appliance.service import chat_api, vendor_api
 from appliance.service.http_errors import HttpError, error_response
 from appliance.service.metrics import CONTENT_TYPE_LATEST
 from appliance.service.openapi import openapi_document
-from appliance.service.state import STATE, ServiceState, tpu_status
+from appliance.service.state import STATE, ServedModel, ServiceState, tpu_status
 from appliance.versions import versions
 
 __all__ = ["create_app"]
@@ -136,6 +136,7 @@ async def status(request: web.Request) -> web.Response:
             engine_details=info.details,
             max_seq_len=m.engine.limits.max_seq_len,
             load_seconds=round(m.load_duration_ns / 1e9, 3),
+            sampling=_sampling(m),
             **{k: v for k, v in m.details.items() if k != "max_seq_len"},
         )
     sched = state.scheduler
@@ -152,6 +153,18 @@ async def status(request: web.Request) -> web.Response:
         "tpu": tpu_status(),
     }
     return web.json_response(body)
+
+
+def _sampling(m: ServedModel) -> dict[str, Any]:
+    """The options a request that sets none gets, and whether sampling options can change anything."""
+    greedy_only = m.engine.capabilities.greedy_only
+    return {
+        "greedy_only": greedy_only,
+        "note": "this model's bmodel has a fused greedy head: answers are greedy whatever the options say"
+        if greedy_only
+        else None,
+        "defaults": m.defaults.as_ollama(),
+    }
 
 
 async def v1_models(request: web.Request) -> web.Response:

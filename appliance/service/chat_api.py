@@ -134,8 +134,7 @@ async def collect(first: GenerationEvent, rest: AsyncIterator[GenerationEvent]) 
 async def ollama_chat(request: web.Request) -> web.StreamResponse:
     req = parse_request(OllamaChatRequest, await read_json(request))
     req.check_supported()
-    state = request.app[STATE]
-    options = req.to_options(state.config.generation)
+    options = req.to_options(request.app[STATE].require_model().defaults)
     job, rest, first, name = await start_job(request, req.model, req.to_messages(), options)
     resp: web.StreamResponse | None = None
     try:
@@ -195,8 +194,7 @@ def _sse(obj: dict[str, Any]) -> bytes:
 async def openai_chat(request: web.Request) -> web.StreamResponse:
     req = parse_request(ChatCompletionRequest, await read_json(request))
     req.check_supported()
-    state = request.app[STATE]
-    options = req.to_options(state.config.generation)
+    options = req.to_options(request.app[STATE].require_model().defaults)
     job, rest, first, name = await start_job(request, req.model, req.to_messages(), options)
     ident, created = f"chatcmpl-{job.id}", int(time.time())
     resp: web.StreamResponse | None = None

@@ -285,6 +285,19 @@ class ServiceClient:
     def health(self) -> dict[str, Any]:
         return dict(self.get_json("/health", ok_statuses=(200, 503)))
 
+    def chat(
+        self,
+        messages: Sequence[Mapping[str, str]],
+        *,
+        model: str = "",
+        options: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """One whole /api/chat answer (stream: false)."""
+        payload: dict[str, Any] = {"model": model, "messages": list(messages), "stream": False}
+        if options:
+            payload["options"] = dict(options)
+        return dict(self.post_json("/api/chat", payload))
+
     def chat_stream(
         self,
         messages: Sequence[Mapping[str, str]],

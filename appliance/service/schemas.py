@@ -8,11 +8,11 @@ shapes as plain dicts on the hot path.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from appliance.config.schema import GenerationDefaults
 from appliance.errors import InvalidRequest
 from appliance.generation.types import GenerationOptions, Message, validate_messages
 
@@ -25,7 +25,6 @@ __all__ = [
     "OllamaChatChunk",
     "OllamaChatRequest",
     "OllamaOptions",
-    "default_options",
     "parse_request",
 ]
 
@@ -81,7 +80,7 @@ class OllamaChatRequest(_Request):
         if self.think not in (None, False):
             raise InvalidRequest("think: thinking mode is not supported", hint="omit 'think'")
 
-    def to_options(self, defaults: GenerationDefaults) -> GenerationOptions:
+    def to_options(self, defaults: GenerationOptions) -> GenerationOptions:
         o = self.options or OllamaOptions.model_validate({})
         max_tokens = o.num_predict
         if max_tokens is not None and max_tokens < 0:
@@ -198,7 +197,7 @@ class ChatCompletionRequest(_Request):
                 "tools: tool calling is not supported by this appliance", hint="omit 'tools'"
             )
 
-    def to_options(self, defaults: GenerationDefaults) -> GenerationOptions:
+    def to_options(self, defaults: GenerationOptions) -> GenerationOptions:
         stop = [self.stop] if isinstance(self.stop, str) else self.stop
         return _options(
             defaults,
@@ -258,31 +257,13 @@ class HealthBody(BaseModel):
     hint: str | None = None
 
 
-def _options(defaults: GenerationDefaults, **given: Any) -> GenerationOptions:
+def _options(defaults: GenerationOptions, **given: Any) -> GenerationOptions:
+    """``defaults`` (the served model's) with every option the request gives."""
     stop = given.pop("stop")
-    values = {
-        "max_new_tokens": given["max_tokens"] if given["max_tokens"] is not None else defaults.max_tokens,
-        "temperature": _pick(given["temperature"], defaults.temperature),
-        "top_k": _pick(given["top_k"], defaults.top_k),
-        "top_p": _pick(given["top_p"], defaults.top_p),
-        "repetition_penalty": _pick(given["repetition_penalty"], defaults.repetition_penalty),
-        "repeat_last_n": _pick(given["repeat_last_n"], defaults.repeat_last_n),
-        "seed": given["seed"],
-        "stop": tuple(s for s in (stop or ()) if s),
-    }
-    return GenerationOptions(**values)  # raises InvalidRequest for values out of range
-
-
-def default_options(defaults: GenerationDefaults) -> GenerationOptions:
-    """The configured defaults alone, for request shapes that carry no sampling parameters."""
-    none: dict[str, Any] = dict.fromkeys(
-        ("max_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "repeat_last_n", "seed", "stop")
-    )
-    return _options(defaults, **none)
-
-
-def _pick(value: Any, default: Any) -> Any:
-    return default if value is None else value
+    values = {("max_new_tokens" if k == "max_tokens" else k): v for k, v in given.items() if v is not None}
+    if stop:
+        values["stop"] = tuple(s for s in stop if s)
+    return dataclasses.replace(defaults, **values)  # raises InvalidRequest for values out of range
 
 
 def parse_request(model: type[_RequestT], data: Any) -> _RequestT:

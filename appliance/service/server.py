@@ -20,7 +20,7 @@ from pathlib import Path
 from aiohttp import web
 
 from appliance.config.loader import LoadedConfig
-from appliance.config.schema import ModelSection
+from appliance.config.schema import GenerationDefaults, ModelSection
 from appliance.errors import ApplianceError, ConfigError, ModelLoadError, ServiceError
 from appliance.service import systemd_integration as sd
 from appliance.service.app import create_app
@@ -31,7 +31,7 @@ from appliance.service.state import ServedModel, ServiceState, load_served_model
 __all__ = ["ServiceRunner", "bind_tcp_socket", "bind_unix_socket", "read_token", "run_service"]
 
 log = logging.getLogger("appliance.service")
-ModelLoader = Callable[[ModelSection], ServedModel]
+ModelLoader = Callable[[ModelSection, GenerationDefaults], ServedModel]
 
 
 def bind_unix_socket(path: Path, mode: int, group: str | None) -> socket.socket:
@@ -196,7 +196,9 @@ class ServiceRunner:
     async def _load(self) -> None:
         section = self.config.model
         try:
-            model = await self.scheduler.run_on_engine_thread(lambda: self._loader(section))
+            model = await self.scheduler.run_on_engine_thread(
+                lambda: self._loader(section, self.config.generation)
+            )
         except ApplianceError as err:
             self._failed(err)
             return

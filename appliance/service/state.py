@@ -12,15 +12,17 @@ from typing import Any
 
 from aiohttp import web
 
-from appliance.config.schema import ApplianceConfig, ModelSection
+from appliance.config.schema import ApplianceConfig, GenerationDefaults, ModelSection
 from appliance.engine.options import EngineOptions
 from appliance.engine.protocol import Engine
 from appliance.engine.scripted import ScriptedEngine, script_from_text
 from appliance.errors import ApplianceError, ConfigError, ServiceUnavailable
+from appliance.generation.defaults import model_defaults
 from appliance.generation.loop import Generator
 from appliance.generation.templates import make_template
 from appliance.generation.tokenizer import ChatTokenizer
 from appliance.generation.tokenizer_formats import detect_format
+from appliance.generation.types import GenerationOptions
 from appliance.models.loader import load_model
 from appliance.models.manifest import MANIFEST_NAME
 from appliance.models.store import manifest_for_path
@@ -42,6 +44,7 @@ class ServedModel:
     close: Callable[[], None]
     details: dict[str, Any] = field(default_factory=dict)
     aliases: frozenset[str] = frozenset()
+    defaults: GenerationOptions = field(default_factory=GenerationOptions)  # for options a request omits
 
     def answers_to(self, requested: str) -> bool:
         """Clients must name a model; accept ours by any of its names (or none)."""
@@ -73,7 +76,7 @@ class ServiceState:
         return self.model
 
 
-def _scripted(section: ModelSection) -> ServedModel:
+def _scripted(section: ModelSection, generation: GenerationDefaults | None) -> ServedModel:
     """The scripted test engine on a real tokenizer and chat template.
 
     ``model.ref`` is a tokenizer directory (served with its own chat_template) or a model directory with
@@ -107,13 +110,17 @@ def _scripted(section: ModelSection) -> ServedModel:
     generator = Generator(engine, tokenizer, template, load_duration_ns=load_ns)
     name = section.name or "scripted"
     details = {"family": "scripted", "template": template.name}
-    return ServedModel(name, generator, engine, load_ns, engine.close, details, frozenset({section.ref}))
+    defaults = model_defaults([tok_dir, ref], generation)
+    return ServedModel(
+        name, generator, engine, load_ns, engine.close, details, frozenset({section.ref}), defaults
+    )
 
 
-def load_served_model(section: ModelSection) -> ServedModel:
-    """Load the configured model (runs on the engine thread; may take minutes on a device)."""
+def load_served_model(section: ModelSection, generation: GenerationDefaults | None = None) -> ServedModel:
+    """Load the configured model (runs on the engine thread; may take minutes on a device);
+    ``generation`` is the config's section of request defaults."""
     if section.engine == "scripted":
-        return _scripted(section)
+        return _scripted(section, generation)
     engine_options = EngineOptions(
         threads=section.threads,
         libdir=section.libdir,
@@ -143,6 +150,7 @@ def load_served_model(section: ModelSection) -> ServedModel:
         loaded.close,
         details,
         frozenset({loaded.name, section.ref}),
+        model_defaults([loaded.model.path, loaded.model.tokenizer_dir], generation),
     )
 
 

@@ -21,7 +21,7 @@ from appliance.errors import ApplianceError, InvalidRequest
 from appliance.generation.types import Message, TextDelta
 from appliance.service.chat_api import cancel_job, chain, collect, read_json, start_job
 from appliance.service.http_errors import error_body
-from appliance.service.schemas import default_options, parse_request
+from appliance.service.schemas import parse_request
 from appliance.service.state import STATE
 
 __all__ = ["VendorChatRequest", "vendor_chat"]
@@ -59,8 +59,7 @@ def _event(text: str) -> bytes:
 
 async def vendor_chat(request: web.Request) -> web.StreamResponse:
     req = parse_request(VendorChatRequest, await read_json(request))
-    state = request.app[STATE]
-    options = default_options(state.config.generation)
+    options = request.app[STATE].require_model().defaults
     job, rest, first, _name = await start_job(request, "", req.to_messages(), options)
     resp: web.StreamResponse | None = None
     try:

@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import http.client
 import threading
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from textual import work
 from textual.app import App, ComposeResult
@@ -23,7 +24,7 @@ from textual.widgets import Footer, Input
 from textual.worker import Worker
 
 from appliance.errors import ApplianceError, ServiceUnavailable
-from appliance.generation.types import GenerationOptions, Message
+from appliance.generation.types import Message
 from appliance.service.client import Abort, ServiceClient
 from appliance.tui.screens import HelpScreen
 from appliance.tui.stream import (
@@ -32,7 +33,6 @@ from appliance.tui.stream import (
     AnswerEvent,
     AnswerFailed,
     AnswerNotice,
-    ollama_options,
     stream_answer,
 )
 from appliance.tui.widgets import MessageList, MessageView, PromptInput, StatusBar
@@ -54,14 +54,14 @@ class ChatApp(App[None]):
         self,
         client: ServiceClient,
         *,
-        options: GenerationOptions | None = None,
+        options: Mapping[str, Any] | None = None,
         system: str | None = None,
         service_label: str = "",
         retry_interval_s: float = 1.0,
     ) -> None:
         super().__init__()
         self.client = client
-        self.options = ollama_options(options or GenerationOptions())
+        self.options = dict(options or {})  # Ollama options; the service's defaults fill in the rest
         self.system = system
         self.service_label = service_label
         self.retry_interval_s = retry_interval_s
@@ -138,8 +138,11 @@ class ChatApp(App[None]):
         except (ApplianceError, OSError, http.client.HTTPException, ValueError):
             info = {}
         model = info.get("model") or {}
+        greedy_only = bool((model.get("sampling") or {}).get("greedy_only"))
         self.status.set(
-            model=str(model.get("name") or ""), engine=str(model.get("engine") or ""), state="ready"
+            model=str(model.get("name") or ""),
+            engine=str(model.get("engine") or "") + (" (greedy only)" if greedy_only else ""),
+            state="ready",
         )
         self.ready = True
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from appliance.errors import ApplianceError, ServiceUnavailable
-from appliance.generation.types import GenerationOptions
 from appliance.service.client import Abort, ServiceClient
 
 __all__ = [
@@ -26,7 +25,6 @@ __all__ = [
     "AnswerFailed",
     "AnswerNotice",
     "TurnStats",
-    "ollama_options",
     "stream_answer",
 ]
 
@@ -93,23 +91,6 @@ class AnswerFailed:
 
 
 AnswerEvent = AnswerDelta | AnswerNotice | AnswerDone | AnswerFailed
-
-
-def ollama_options(options: GenerationOptions) -> dict[str, Any]:
-    """GenerationOptions in the names of /api/chat's ``options`` object."""
-    out: dict[str, Any] = {
-        "num_predict": options.max_new_tokens,
-        "temperature": options.temperature,
-        "top_k": options.top_k,
-        "top_p": options.top_p,
-        "repeat_penalty": options.repetition_penalty,
-        "repeat_last_n": options.repeat_last_n,
-    }
-    if options.seed is not None:
-        out["seed"] = options.seed
-    if options.stop:
-        out["stop"] = list(options.stop)
-    return out
 
 
 def _lost(got_text: bool) -> ServiceUnavailable:

@@ -1,0 +1,103 @@
+"""Default generation options: built-in, the model's generation_config.json, the config; and that the
+default chat on the embedded SmolLM2 does not loop where greedy decoding does."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from support.service import TINY_HF, in_process
+
+from appliance.config.schema import GenerationDefaults
+from appliance.engine.protocol import Capabilities
+from appliance.generation.defaults import model_defaults, read_generation_config
+from appliance.generation.types import GenerationOptions
+
+
+def repeated_sentences(text: str) -> list[str]:
+    """Sentences of three words or more that occur twice or more (case and spacing ignored)."""
+    sentences = [" ".join(s.lower().split()) for s in re.split(r"(?<=[.!?])\s+|\n+", text)]
+    counts = Counter(s for s in sentences if len(s.split()) >= 3)
+    return [s for s, n in counts.items() if n > 1]
+
+
+def test_repeat_detector() -> None:
+    assert repeated_sentences("You are a poet. You are a  poet.") == ["you are a poet."]
+    assert repeated_sentences("Yes, sure. Yes, sure. You are a poet!") == []  # short replies may repeat
+    looped = "You'll need a mug to brew your tea. Then boil water.\nYou'll need a mug to brew your tea."
+    assert repeated_sentences(looped) == ["you'll need a mug to brew your tea."]
+
+
+def test_builtin_then_model_then_config(tmp_path: Path) -> None:
+    builtin = GenerationOptions()
+    assert (builtin.temperature, builtin.top_p, builtin.repetition_penalty, builtin.repeat_last_n) == (
+        0.7,
+        0.9,
+        1.1,
+        64,
+    )
+    assert model_defaults([tmp_path]) == builtin  # no generation_config.json
+    fixture = model_defaults([tmp_path, TINY_HF])  # the first directory that has one counts
+    assert (fixture.temperature, fixture.top_p, fixture.top_k, fixture.repetition_penalty) == (
+        0.7,
+        0.8,
+        20,
+        1.05,
+    )
+    assert fixture.repeat_last_n == 64 and fixture.max_new_tokens == 1024
+    configured = model_defaults([TINY_HF], GenerationDefaults(top_p=0.5, max_tokens=99))
+    assert (configured.top_p, configured.top_k, configured.max_new_tokens) == (0.5, 20, 99)
+    (tmp_path / "generation_config.json").write_text(json.dumps({"do_sample": False, "temperature": 0.6}))
+    assert read_generation_config([tmp_path]) == {"temperature": 0.0}
+    (tmp_path / "generation_config.json").write_text("{not json")
+    assert model_defaults([tmp_path]) == builtin
+    assert builtin.greedy().is_greedy and builtin.greedy().repetition_penalty == 1.0
+
+
+def test_the_service_applies_the_models_defaults_and_reports_them(tmp_path: Path) -> None:
+    with in_process(tmp_path, generation={"repeat_last_n": 16}) as service:
+        sampling = service.client().status()["model"]["sampling"]
+    assert sampling["greedy_only"] is False and sampling["note"] is None
+    assert sampling["defaults"] == {
+        "num_predict": 1024,
+        "temperature": 0.7,
+        "top_k": 20,
+        "top_p": 0.8,
+        "repeat_penalty": 1.05,
+        "repeat_last_n": 16,
+    }
+
+
+EVERYDAY = [
+    "What is my name?",
+    "How do I make a cup of tea?",
+    "Give me three tips for sleeping better.",
+]
+
+
+@pytest.mark.timeout(900)
+def test_default_chat_on_the_embedded_model_does_not_loop(tmp_path: Path) -> None:
+    """200 tokens per everyday prompt with the defaults (seeded, so the run is reproducible): no sentence
+    comes twice. Greedy decoding on the same model loops on the tea question, so the check can fail."""
+    with in_process(tmp_path, model={"ref": "default", "engine": "host"}) as service:
+        client = service.client(timeout=600)
+        for seed, prompt in enumerate(EVERYDAY):
+            answer = client.chat(
+                [{"role": "user", "content": prompt}], options={"num_predict": 200, "seed": seed}
+            )
+            assert answer["message"]["content"].strip()
+            assert repeated_sentences(answer["message"]["content"]) == [], (prompt, answer)
+        greedy = client.chat(
+            [{"role": "user", "content": EVERYDAY[1]}],
+            options={"num_predict": 120, "temperature": 0, "repeat_penalty": 1.0},
+        )
+        assert repeated_sentences(greedy["message"]["content"]), greedy
+
+
+def test_a_fused_greedy_head_is_greedy_only() -> None:
+    assert Capabilities(returns_logits=False).greedy_only
+    assert not Capabilities(returns_logits=False, device_sampling=True).greedy_only
+    assert not Capabilities(returns_logits=True).greedy_only
