@@ -29,7 +29,6 @@ from typing import Any
 
 import yaml
 
-from appliance.generation.types import GenerationOptions
 from appliance.service.client import Abort, ServiceClient, UnixSocketTransport
 from appliance.tui import ChatApp
 

@@ -26,7 +26,7 @@ from support.service import (
 )
 from textual.pilot import Pilot
 
-from appliance.generation.types import GenerationOptions, Message
+from appliance.generation.types import Message
 from appliance.service.client import ServiceClient, UnixSocketTransport
 from appliance.tui import ChatApp
 from appliance.tui.widgets import MessageView
