@@ -23,13 +23,14 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 
-from appliance.service.client import Abort, ServiceClient, UnixSocketTransport
+from appliance.client import AsyncServiceClient
 from appliance.tui import ChatApp
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,29 +50,28 @@ def _deadline_passed(deadline: float, what: str) -> None:
         raise SystemExit(f"bench_tui: {what} did not happen within {RUN_TIMEOUT_S:.0f} s")
 
 
-class TimedClient(ServiceClient):
+class TimedClient(AsyncServiceClient):
     """Records when each chat chunk reaches the client (before any UI work)."""
 
     def __init__(self, path: str) -> None:
-        super().__init__(UnixSocketTransport(path, 60))
+        super().__init__(httpx.AsyncHTTPTransport(uds=path), where=path, unix=True, timeout=60)
         self.chunk_times: list[float] = []
 
-    def chat_stream(
+    async def chat_stream(
         self,
         messages: Sequence[Mapping[str, str]],
         *,
         model: str = "",
         options: Mapping[str, Any] | None = None,
-        abort: Abort | None = None,
-    ) -> Iterator[dict[str, Any]]:
+    ) -> AsyncIterator[dict[str, Any]]:
         self.chunk_times = []
-        for chunk in super().chat_stream(messages, model=model, options=options, abort=abort):
+        async for chunk in super().chat_stream(messages, model=model, options=options):
             self.chunk_times.append(time.perf_counter())
             yield chunk
 
 
-def wire_time(client: TimedClient, tokens: int) -> float:
-    for _ in client.chat_stream(PROMPT, options={"num_predict": tokens}):
+async def wire_time(client: TimedClient, tokens: int) -> float:
+    async for _ in client.chat_stream(PROMPT, options={"num_predict": tokens}):
         pass
     return client.chunk_times[-1] - client.chunk_times[0]
 
@@ -142,15 +142,15 @@ def measure(
             deadline = time.monotonic() + 60
             while True:
                 try:
-                    if client.health().get("status") == "ok":
+                    if asyncio.run(client.health()).get("status") == "ok":
                         break
                 except Exception:  # not accepting yet
                     pass
                 if time.monotonic() > deadline:
                     raise SystemExit("the service did not start")
                 time.sleep(0.1)
-            wire_time(client, tokens)  # warm up
-            wires = [wire_time(client, tokens) for _ in range(runs)]
+            asyncio.run(wire_time(client, tokens))  # warm up
+            wires = [asyncio.run(wire_time(client, tokens)) for _ in range(runs)]
             results = [asyncio.run(tui_run(client, tokens)) for _ in range(runs)]
         finally:
             proc.terminate()

@@ -26,6 +26,7 @@ BASE = ("appliance", "appliance.errors", "appliance.paths", "appliance.atomic", 
 LAYERS: dict[str, tuple[str, ...]] = {
     "appliance.cli": (
         "appliance.tui",
+        "appliance.client",
         "appliance.service",
         "appliance.bench_runner",
         "provisioning",
@@ -37,7 +38,9 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "appliance.compile",
     ),
     "provisioning.cli": ("provisioning", "appliance.models", "appliance.config", "appliance.bmodel"),
-    "appliance.tui": ("appliance.service.client", "appliance.generation", "appliance.config"),
+    "appliance.tui": ("appliance.client", "appliance.generation.types"),
+    # the service's clients (httpx) and the private `llm-tpu serve` child; no aiohttp, no model code
+    "appliance.client": ("appliance.generation.types", "appliance.config.schema"),
     "appliance.service": (
         "provisioning.ion",
         "appliance.models",

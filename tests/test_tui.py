@@ -26,8 +26,8 @@ from support.service import (
 )
 from textual.pilot import Pilot
 
+from appliance.client import AsyncServiceClient, ServiceClient
 from appliance.generation.types import Message
-from appliance.service.client import ServiceClient, UnixSocketTransport
 from appliance.tui import ChatApp
 from appliance.tui.widgets import MessageView
 
@@ -74,7 +74,7 @@ def answer_views(app: ChatApp) -> list[MessageView]:
 
 
 def app_for(socket: str | Path, max_tokens: int, retry_s: float = 0.1) -> ChatApp:
-    client = ServiceClient(UnixSocketTransport(str(socket), 30))
+    client = AsyncServiceClient.for_socket(socket, timeout=30)
     return ChatApp(client, options={"num_predict": max_tokens}, retry_interval_s=retry_s)
 
 
@@ -274,7 +274,7 @@ async def test_escape_while_queued_leaves_the_queue_at_once(service: InProcessSe
     service.engine.step_delay_s = 0.02
     other = threading.Thread(
         target=lambda: list(
-            ServiceClient(UnixSocketTransport(str(service.socket))).chat_stream(
+            ServiceClient.for_socket(service.socket).chat_stream(
                 [{"role": "user", "content": "hold the engine"}], options={"num_predict": 1500}
             )
         )

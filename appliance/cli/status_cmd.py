@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from appliance.service.client import ServiceClient
+from appliance.client import ServiceClient, find_socket
 
 
 def _human(status: dict[str, Any]) -> list[str]:
@@ -38,7 +38,7 @@ def _human(status: dict[str, Any]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    client = ServiceClient.for_socket(args.socket, timeout=10.0)
+    client = ServiceClient.for_socket(find_socket(args.socket), timeout=10.0)
     status = client.status()
     if args.json:
         print(json.dumps(status, indent=2))

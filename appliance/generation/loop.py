@@ -159,7 +159,7 @@ class Generator:
                 text = stops.feed(decoder.push(token))
                 if text:
                     pieces.append(text)
-                    yield TextDelta(text)
+                    yield TextDelta(text, len(generated))
                 if stops.stopped:
                     reason = "stop"
                     break
@@ -187,7 +187,7 @@ class Generator:
                 tail += stops.flush()
             if tail:
                 pieces.append(tail)
-                yield TextDelta(tail)
+                yield TextDelta(tail, len(generated))
         end = time.perf_counter_ns()
         timings = Timings(
             load_duration=load_ns,

@@ -162,6 +162,7 @@ class Timings:
 @dataclass(frozen=True)
 class TextDelta:
     text: str
+    tokens: int = 0  # tokens generated so far, this piece's included (0: not known)
 
 
 @dataclass(frozen=True)

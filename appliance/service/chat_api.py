@@ -117,6 +117,11 @@ def _ollama_final(model: str, fin: Finished, content: str) -> dict[str, Any]:
         "prompt_eval_duration": t.prompt_eval_duration,
         "eval_count": t.eval_count,
         "eval_duration": t.eval_duration,
+        # ours, beyond Ollama's record: the whole prompt (prefix reuse included) and when text began
+        "prompt_tokens": t.prompt_tokens,
+        "reused_tokens": t.reused_tokens,
+        "time_to_first_token": t.time_to_first_token,
+        "dropped_turns": fin.dropped_turns,
     }
 
 
@@ -154,6 +159,7 @@ async def ollama_chat(request: web.Request) -> web.StreamResponse:
                         "created_at": _now_iso(),
                         "message": {"role": "assistant", "content": event.text},
                         "done": False,
+                        "eval_count": event.tokens,  # ours: tokens so far (a piece may hold several)
                     }
                 elif isinstance(event, Notice):
                     chunk = {

@@ -117,6 +117,10 @@ class OllamaChatChunk(BaseModel):
     prompt_eval_duration: int | None = None
     eval_count: int | None = None
     eval_duration: int | None = None
+    prompt_tokens: int | None = Field(None, description="extension: the whole prompt, reused prefix included")
+    reused_tokens: int | None = Field(None, description="extension: prompt tokens served from the KV cache")
+    time_to_first_token: int | None = Field(None, description="extension: ns from request to first token")
+    dropped_turns: int | None = Field(None, description="extension: oldest turns dropped to fit the context")
 
 
 # -- OpenAI ------------------------------------------------------------------------------------

@@ -5,15 +5,13 @@ and keeps what came (or gives the prompt back if nothing came yet), Ctrl+N start
 notifications and never end the app. The service may be down, loading or restarting; a watcher polls
 /health and the status line says which, so the next message works once the service is back.
 
-The HTTP client is synchronous, so each answer is read on a thread (:func:`stream_answer`) that hands
-events to the event loop; the loop writes whatever has piled up since its last turn in one go.
+The HTTP client is httpx's async one on the app's own event loop: Esc is a plain cancel of the task
+that reads the answer, which closes the connection (the service drops the request, queued or not).
 """
 
 from __future__ import annotations
 
 import asyncio
-import http.client
-import threading
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -23,18 +21,11 @@ from textual.binding import Binding, BindingType
 from textual.widgets import Footer, Input
 from textual.worker import Worker
 
+from appliance.client import AsyncServiceClient
 from appliance.errors import ApplianceError, ServiceUnavailable
-from appliance.generation.types import Message
-from appliance.service.client import Abort, ServiceClient
+from appliance.generation.types import Message, Notice, TextDelta
 from appliance.tui.screens import HelpScreen
-from appliance.tui.stream import (
-    AnswerDelta,
-    AnswerDone,
-    AnswerEvent,
-    AnswerFailed,
-    AnswerNotice,
-    stream_answer,
-)
+from appliance.tui.stream import AnswerDone, AnswerFailed, stream_answer
 from appliance.tui.widgets import MessageList, MessageView, PromptInput, StatusBar
 
 __all__ = ["ChatApp"]
@@ -52,7 +43,7 @@ class ChatApp(App[None]):
 
     def __init__(
         self,
-        client: ServiceClient,
+        client: AsyncServiceClient,
         *,
         options: Mapping[str, Any] | None = None,
         system: str | None = None,
@@ -107,12 +98,12 @@ class ChatApp(App[None]):
         last = ""
         while True:
             try:
-                health = await asyncio.to_thread(self.client.health)
+                health = await self.client.health()
                 state = str(health.get("status"))
                 reason = ApplianceError(str(health.get("reason", state)), hint=health.get("hint"))
             except ApplianceError as err:
                 state, reason = "down", err
-            except (OSError, http.client.HTTPException, ValueError) as exc:
+            except ValueError as exc:  # not JSON: something else listens there
                 state, reason = "down", ServiceUnavailable(f"the service did not answer: {exc}")
             if state == "ok":
                 await self._connected()
@@ -134,8 +125,8 @@ class ChatApp(App[None]):
 
     async def _connected(self) -> None:
         try:
-            info = await asyncio.to_thread(self.client.status)
-        except (ApplianceError, OSError, http.client.HTTPException, ValueError):
+            info = await self.client.status()
+        except (ApplianceError, ValueError):
             info = {}
         model = info.get("model") or {}
         greedy_only = bool((model.get("sampling") or {}).get("greedy_only"))
@@ -166,62 +157,25 @@ class ChatApp(App[None]):
 
     @work(exclusive=True, group="answer", exit_on_error=False)
     async def _answer(self, user_view: MessageView, answer_view: MessageView) -> None:
-        loop = asyncio.get_running_loop()
-        inbox: asyncio.Queue[AnswerEvent | None] = asyncio.Queue()
-        stop = threading.Event()
-        abort = Abort()  # Esc cuts the connection at once: the service drops the request even mid-prefill
-        request = self._request()
-
-        def pump() -> None:
-            def put(item: AnswerEvent | None) -> None:
-                try:
-                    loop.call_soon_threadsafe(inbox.put_nowait, item)
-                except RuntimeError:  # the app has closed its loop
-                    stop.set()
-
-            try:
-                for event in stream_answer(
-                    self.client, request, options=self.options, should_stop=stop.is_set, abort=abort
-                ):
-                    put(event)
-            finally:
-                put(None)
-
-        threading.Thread(target=pump, name="llm-tpu-answer", daemon=True).start()
+        """Stream one answer into its view. Esc cancels this task: the connection closes with it."""
         stream = answer_view.start_stream()
         parts: list[str] = []
         outcome: AnswerDone | AnswerFailed | None = None
-        chunks = 0
         self.status.answering(0)
         try:
-            finished = False
-            while not finished:
-                batch = [await inbox.get()]
-                while not inbox.empty():
-                    batch.append(inbox.get_nowait())
-                text: list[str] = []
-                for event in batch:
-                    if event is None:
-                        finished = True
-                    elif isinstance(event, AnswerDelta):
-                        text.append(event.text)
-                    elif isinstance(event, AnswerNotice):
-                        self.notify(event.message, title="note")
-                    else:
-                        outcome = event
-                if text:
-                    chunks += len(text)
-                    joined = "".join(text)
-                    parts.append(joined)
-                    await stream.write(joined)
-                    self.status.answering(chunks)
+            async for event in stream_answer(self.client, self._request(), options=self.options):
+                if isinstance(event, TextDelta):
+                    parts.append(event.text)
+                    await stream.write(event.text)
+                    self.status.answering(event.tokens or len(parts))
+                elif isinstance(event, Notice):
+                    self.notify(event.message, title="note")
+                else:
+                    outcome = event
         except asyncio.CancelledError:
-            stop.set()
-            abort()
             await stream.stop()
             await self._end_turn(user_view, answer_view, "".join(parts), None, cancelled=True)
             raise
-        stop.set()
         await stream.stop()
         await self._end_turn(user_view, answer_view, "".join(parts), outcome, cancelled=False)
 

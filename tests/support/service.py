@@ -21,9 +21,9 @@ from typing import Any
 
 import yaml
 
+from appliance.client import ServiceClient
 from appliance.config import load_config
 from appliance.engine.scripted import ScriptedEngine
-from appliance.service.client import ServiceClient, UnixSocketTransport
 from appliance.service.server import ServiceRunner
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,7 +87,7 @@ class InProcessService:
         return model.engine
 
     def client(self, timeout: float = 30) -> ServiceClient:
-        return ServiceClient(UnixSocketTransport(self.socket, timeout))
+        return ServiceClient.for_socket(self.socket, timeout=timeout)
 
     def stop(self) -> None:
         self.call(self.runner.stop)
@@ -145,7 +145,7 @@ def wait_for_socket(path: Path, proc: subprocess.Popen[bytes] | None = None, tim
 
 
 def wait_healthy(socket_path: Path, timeout: float = 120) -> dict[str, Any]:
-    client = ServiceClient(UnixSocketTransport(str(socket_path), 10))
+    client = ServiceClient.for_socket(socket_path, timeout=10)
     deadline = time.monotonic() + timeout
     last: dict[str, Any] = {}
     while time.monotonic() < deadline:

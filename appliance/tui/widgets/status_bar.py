@@ -55,7 +55,7 @@ class StatusBar(Static):
             parts.append(self.engine)
         parts.append(self.state)
         if self.streamed_tokens is not None:
-            parts.append(f"answering… {self.streamed_tokens} chunks")
+            parts.append(f"answering… {self.streamed_tokens} tokens")
         elif self.stats is not None:
             s = self.stats
             parts.append(f"{s.tokens_per_second:.1f} tok/s")
