@@ -174,3 +174,13 @@ def test_ask_on_bmodels_through_the_cmodel(reference: dict[str, Any]) -> None:
         record = json.loads(proc.stdout)  # stdout holds only our JSON: the simulator's chatter is diverted
         assert record["response"] == want, extra
         assert record["usage"]["prompt_tokens"] == len(prompt["ids"])
+
+
+def test_models_info_tells_the_vocab_of_a_fused_greedy_bmodel() -> None:
+    """The greedy lm_head outputs a token id: the vocabulary comes from its weights (2048 x 64 bf16)."""
+    bmodel = Path(__file__).parent / "fixtures" / "tiny-qwen2" / "tiny-qwen2_bf16_seq64_1dev.bmodel"
+    proc = llm_tpu("models", "info", str(bmodel), "--json")
+    assert proc.returncode == 0, proc.stderr
+    llm = json.loads(proc.stdout)["llm"]
+    assert llm["lm_head"] == "greedy" and llm["vocab"] == 2048 and llm["vocab_source"] == "lm_head weights"
+    assert "vocab 2048" in llm_tpu("models", "info", str(bmodel)).stdout

@@ -4,12 +4,16 @@ default chat on the embedded SmolLM2 does not loop where greedy decoding does.""
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
-from support.service import TINY_HF, in_process
+from support.service import TINY_HF, InProcessService, in_process
 
 from appliance.config.schema import GenerationDefaults
 from appliance.engine.protocol import Capabilities
@@ -90,6 +94,7 @@ def test_default_chat_on_the_embedded_model_does_not_loop(tmp_path: Path) -> Non
             )
             assert answer["message"]["content"].strip()
             assert repeated_sentences(answer["message"]["content"]) == [], (prompt, answer)
+        _one_truth(service)
         greedy = client.chat(
             [{"role": "user", "content": EVERYDAY[1]}],
             options={"num_predict": 120, "temperature": 0, "repeat_penalty": 1.0},
@@ -101,3 +106,26 @@ def test_a_fused_greedy_head_is_greedy_only() -> None:
     assert Capabilities(returns_logits=False).greedy_only
     assert not Capabilities(returns_logits=False, device_sampling=True).greedy_only
     assert not Capabilities(returns_logits=True).greedy_only
+
+
+def _one_truth(service: InProcessService) -> None:
+    """`models list` and `models info` agree with what the service says it serves."""
+    served = service.client().status()["model"]
+    env = {**os.environ, "LLM_TPU_SOCKET": service.socket}
+
+    def cli(*args: str) -> Any:
+        out = subprocess.run(
+            [sys.executable, "-m", "appliance.cli.main", *args, "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+        ).stdout
+        return json.loads(out)
+
+    info = cli("models", "info", "default")
+    assert info["max_seq_len"] == served["max_seq_len"] == 4096 and info["trained_max_seq_len"] == 8192
+    listed = cli("models", "list")
+    assert listed["serving"]["name"] == served["name"] == listed["embedded_model"]["name"]
+    assert listed["embedded_model"]["max_seq_len"] == served["max_seq_len"]

