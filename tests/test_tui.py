@@ -222,7 +222,9 @@ def test_llm_tpu_chat_in_a_terminal_starts_and_stops_its_own_service(tmp_path: P
 
         wait_for("· ready")
         assert len(list(runtime.glob("llm-tpu-chat-*/llm.sock"))) == 1  # the private service's socket
-        _tmux("send-keys", "-t", session, "Hi, Ada!", "Enter")
+        _tmux("send-keys", "-t", session, "Hi, Ada!")
+        wait_for("Hi, Ada!")  # typed, then Enter: sent in one burst the terminal would read it as a paste
+        _tmux("send-keys", "-t", session, "Enter")
         wait_for("tok/s")
         assert "The quick brown" in screen()
         _tmux("send-keys", "-t", session, "C-q")

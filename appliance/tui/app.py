@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import Footer, Input
+from textual.widgets import Footer
 from textual.worker import Worker
 
 from appliance.client import AsyncServiceClient
@@ -138,13 +138,14 @@ class ChatApp(App[None]):
         self.ready = True
 
     # -- sending and streaming ---------------------------------------------------------------------
-    async def on_input_submitted(self, event: Input.Submitted) -> None:
+    async def on_prompt_input_submitted(self, event: PromptInput.Submitted) -> None:
         text = event.value.strip()
         if not text:
             return
         if self.answering:
             self.notify("an answer is still coming; Esc stops it", severity="warning")
             return
+        self.prompt.remember(event.value)
         self.prompt.value = ""
         self.history.append(Message("user", text))
         user_view = await self.messages.add("user", text)
