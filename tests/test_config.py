@@ -144,7 +144,7 @@ def test_model_section_engine_options_reach_the_engine(tiny_hf: Path) -> None:
     import torch
 
     from appliance.config.schema import ModelSection
-    from appliance.service.state import load_served_model
+    from appliance.models.loader import load_model as load_served_model
 
     before = torch.get_num_threads()
     try:

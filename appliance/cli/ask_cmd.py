@@ -9,10 +9,11 @@ import sys
 from appliance.cli.options import (
     add_generation_options,
     add_model_options,
+    config_from_args,
     generation_options,
-    load_from_args,
 )
-from appliance.generation.types import Finished, Message, Notice, TextDelta, Timings
+from appliance.generation.types import Finished, Message, Notice, TextDelta, Timings, validate_messages
+from appliance.models.loader import load_model
 
 
 def usage_record(model: str, final: Finished) -> dict[str, object]:
@@ -43,10 +44,11 @@ def usage_record(model: str, final: Finished) -> dict[str, object]:
 
 def run(args: argparse.Namespace) -> int:
     prompt = " ".join(args.prompt) if args.prompt else sys.stdin.read()
-    options = generation_options(args)  # validate before the (slow) load
-    messages = [Message("system", args.system)] if args.system else []
-    messages.append(Message("user", prompt))
-    loaded = load_from_args(args)
+    config = config_from_args(args)
+    options = generation_options(args, config)  # validate before the (slow) load
+    system = [Message("system", args.system)] if args.system else []
+    messages = validate_messages([*system, Message("user", prompt)])
+    loaded = load_model(config.model)
     final: Finished | None = None
     for event in loaded.generator.generate(messages, options):
         if isinstance(event, TextDelta) and not args.json:

@@ -7,7 +7,8 @@ import json
 from dataclasses import asdict
 
 from appliance.bench_runner import bench_prompts, bench_turns
-from appliance.cli.options import add_model_options, load_from_args
+from appliance.cli.options import add_model_options, config_from_args
+from appliance.models.loader import load_model
 
 
 def _lengths(text: str) -> list[int]:
@@ -21,7 +22,7 @@ def _lengths(text: str) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    loaded = load_from_args(args, prefix_reuse=not args.no_reuse)
+    loaded = load_model(config_from_args(args).model, prefix_reuse=not args.no_reuse)
     gen = loaded.generator
     if args.turns:
         turn_rows = bench_turns(gen, args.turns, args.user_tokens, args.gen_tokens)

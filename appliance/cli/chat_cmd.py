@@ -21,11 +21,12 @@ from types import FrameType
 from appliance.cli.options import (
     add_generation_options,
     add_model_options,
+    config_from_args,
     generation_options,
-    load_from_args,
 )
 from appliance.errors import ApplianceError, ServiceUnavailable
-from appliance.generation.types import Finished, Message, Notice, TextDelta
+from appliance.generation.types import Finished, Message, Notice, TextDelta, validate_messages
+from appliance.models.loader import load_model
 from appliance.service.client import ServiceClient, UnixSocketTransport, find_socket
 
 HELP = "Type a message and Enter. /reset starts over, /exit (or Ctrl-D) leaves, Ctrl-C stops an answer."
@@ -49,7 +50,7 @@ def _service_listening(client: ServiceClient) -> bool:
 def run_tui(args: argparse.Namespace) -> int:
     from appliance.tui import ChatApp, LocalService
 
-    options = generation_options(args)
+    options = generation_options(args, config_from_args(args))
     path = find_socket(args.socket)
     if path.exists() and not os.access(path, os.R_OK | os.W_OK):
         # Someone else's service: a private one would fight it for the TPU.
@@ -82,11 +83,12 @@ def run_tui(args: argparse.Namespace) -> int:
 
 
 def run_plain(args: argparse.Namespace) -> int:
-    options = generation_options(args)
+    config = config_from_args(args)
+    options = generation_options(args, config)
     interactive = sys.stdin.isatty()
     if interactive:
         print("loading the model ...", file=sys.stderr, flush=True)
-    loaded = load_from_args(args)
+    loaded = load_model(config.model)
     if interactive:
         print(f"{loaded.name} on the {loaded.engine.info.kind} engine. {HELP}", file=sys.stderr)
     system = [Message("system", args.system)] if args.system else []
@@ -115,7 +117,8 @@ def run_plain(args: argparse.Namespace) -> int:
         previous = signal.signal(signal.SIGINT, on_sigint)
         final: Finished | None = None
         try:
-            for event in loaded.generator.generate([*system, *history], options, should_stop=stop.is_set):
+            messages = validate_messages([*system, *history])
+            for event in loaded.generator.generate(messages, options, should_stop=stop.is_set):
                 if isinstance(event, TextDelta):
                     sys.stdout.write(event.text)
                     sys.stdout.flush()
@@ -158,7 +161,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--no-spawn", action="store_true", help="do not start a private service when none is running"
     )
-    g.add_argument("--config", metavar="PATH", help="config file for a private service")
     g.add_argument(
         "--plain",
         action="store_true",

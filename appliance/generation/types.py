@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from appliance.config.schema import GenerationDefaults
 from appliance.errors import InvalidRequest
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "Notice",
     "TextDelta",
     "Timings",
+    "options_with_defaults",
     "validate_messages",
 ]
 
@@ -35,7 +37,11 @@ class Message:
 
 
 def validate_messages(raw: Sequence[Mapping[str, Any] | Message]) -> list[Message]:
-    """Check a chat history and return it as Messages; InvalidRequest says what is wrong."""
+    """Check a chat history and return it as Messages; InvalidRequest says what is wrong.
+
+    This is the one check, made where a history enters (the service's request schemas, the commands
+    that read what a user typed); the generation loop takes the Messages it returns as they are.
+    """
     if not raw:
         raise InvalidRequest("messages is empty", hint="send at least one message with role 'user'")
     out: list[Message] = []
@@ -54,6 +60,13 @@ def validate_messages(raw: Sequence[Mapping[str, Any] | Message]) -> list[Messag
             )
         if not isinstance(content, str):
             raise InvalidRequest(f"messages[{i}].content must be a string")
+        try:
+            content.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidRequest(
+                f"messages[{i}].content contains an unpaired UTF-16 surrogate (\\ud800-\\udfff)",
+                hint="send valid Unicode text",
+            ) from None
         if role == "system" and i != 0:
             raise InvalidRequest(f"messages[{i}] is a system message", hint="put the system message first")
         out.append(Message(role, content))
@@ -64,16 +77,20 @@ def validate_messages(raw: Sequence[Mapping[str, Any] | Message]) -> list[Messag
     return out
 
 
+# The one source of generation defaults is the config schema's ``generation:`` section.
+_DEFAULTS = GenerationDefaults.model_validate({})
+
+
 @dataclass(frozen=True)
 class GenerationOptions:
-    """Per-request generation settings. Defaults follow the vendor pipeline (greedy unless asked)."""
+    """Per-request generation settings. Defaults are the config schema's (greedy unless asked)."""
 
-    max_new_tokens: int = 1024
-    temperature: float = 0.0  # 0 = greedy
-    top_k: int = 0  # 0 = off
-    top_p: float = 1.0
-    repetition_penalty: float = 1.0
-    repeat_last_n: int = 32
+    max_new_tokens: int = _DEFAULTS.max_tokens
+    temperature: float = _DEFAULTS.temperature  # 0 = greedy
+    top_k: int = _DEFAULTS.top_k  # 0 = off
+    top_p: float = _DEFAULTS.top_p
+    repetition_penalty: float = _DEFAULTS.repetition_penalty
+    repeat_last_n: int = _DEFAULTS.repeat_last_n
     seed: int | None = None
     stop: tuple[str, ...] = ()
     reserve_tokens: int | None = None  # room kept for the answer when windowing; default min(max_new, ctx/4)
@@ -98,6 +115,35 @@ class GenerationOptions:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0 or self.top_k == 1
+
+
+def options_with_defaults(
+    defaults: GenerationDefaults,
+    *,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    repetition_penalty: float | None = None,
+    repeat_last_n: int | None = None,
+    seed: int | None = None,
+    stop: Sequence[str] | None = None,
+) -> GenerationOptions:
+    """The options a request (or a command line) gave, the configured ``defaults`` for the rest."""
+
+    def pick(value: Any, default: Any) -> Any:
+        return default if value is None else value
+
+    return GenerationOptions(  # raises InvalidRequest for values out of range
+        max_new_tokens=pick(max_tokens, defaults.max_tokens),
+        temperature=pick(temperature, defaults.temperature),
+        top_k=pick(top_k, defaults.top_k),
+        top_p=pick(top_p, defaults.top_p),
+        repetition_penalty=pick(repetition_penalty, defaults.repetition_penalty),
+        repeat_last_n=pick(repeat_last_n, defaults.repeat_last_n),
+        seed=seed,
+        stop=tuple(s for s in (stop or ()) if s),
+    )
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from appliance.config.schema import GenerationDefaults
 from appliance.errors import InvalidRequest
-from appliance.generation.types import GenerationOptions, Message, validate_messages
+from appliance.generation.types import GenerationOptions, Message, options_with_defaults, validate_messages
 
 __all__ = [
     "ChatCompletion",
@@ -25,7 +25,6 @@ __all__ = [
     "OllamaChatChunk",
     "OllamaChatRequest",
     "OllamaOptions",
-    "default_options",
     "parse_request",
 ]
 
@@ -88,7 +87,7 @@ class OllamaChatRequest(_Request):
             max_tokens = UNLIMITED_TOKENS
         if max_tokens == 0:
             raise InvalidRequest("options.num_predict must not be 0", hint="use -1 for no limit, or >= 1")
-        return _options(
+        return options_with_defaults(
             defaults,
             max_tokens=max_tokens,
             temperature=o.temperature,
@@ -200,7 +199,7 @@ class ChatCompletionRequest(_Request):
 
     def to_options(self, defaults: GenerationDefaults) -> GenerationOptions:
         stop = [self.stop] if isinstance(self.stop, str) else self.stop
-        return _options(
+        return options_with_defaults(
             defaults,
             max_tokens=self.max_completion_tokens or self.max_tokens,
             temperature=self.temperature,
@@ -256,33 +255,6 @@ class HealthBody(BaseModel):
     status: Literal["ok", "loading", "failed", "stopping"]
     reason: str | None = None
     hint: str | None = None
-
-
-def _options(defaults: GenerationDefaults, **given: Any) -> GenerationOptions:
-    stop = given.pop("stop")
-    values = {
-        "max_new_tokens": given["max_tokens"] if given["max_tokens"] is not None else defaults.max_tokens,
-        "temperature": _pick(given["temperature"], defaults.temperature),
-        "top_k": _pick(given["top_k"], defaults.top_k),
-        "top_p": _pick(given["top_p"], defaults.top_p),
-        "repetition_penalty": _pick(given["repetition_penalty"], defaults.repetition_penalty),
-        "repeat_last_n": _pick(given["repeat_last_n"], defaults.repeat_last_n),
-        "seed": given["seed"],
-        "stop": tuple(s for s in (stop or ()) if s),
-    }
-    return GenerationOptions(**values)  # raises InvalidRequest for values out of range
-
-
-def default_options(defaults: GenerationDefaults) -> GenerationOptions:
-    """The configured defaults alone, for request shapes that carry no sampling parameters."""
-    none: dict[str, Any] = dict.fromkeys(
-        ("max_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "repeat_last_n", "seed", "stop")
-    )
-    return _options(defaults, **none)
-
-
-def _pick(value: Any, default: Any) -> Any:
-    return default if value is None else value
 
 
 def parse_request(model: type[_RequestT], data: Any) -> _RequestT:

@@ -22,16 +22,17 @@ from aiohttp import web
 from appliance.config.loader import LoadedConfig
 from appliance.config.schema import ModelSection
 from appliance.errors import ApplianceError, ConfigError, ModelLoadError, ServiceError
+from appliance.models.loader import LoadedModel, load_model
 from appliance.service import systemd_integration as sd
 from appliance.service.app import create_app
 from appliance.service.metrics import ServiceMetrics
 from appliance.service.scheduler import Scheduler
-from appliance.service.state import ServedModel, ServiceState, load_served_model
+from appliance.service.state import ServiceState
 
 __all__ = ["ServiceRunner", "bind_tcp_socket", "bind_unix_socket", "read_token", "run_service"]
 
 log = logging.getLogger("appliance.service")
-ModelLoader = Callable[[ModelSection], ServedModel]
+ModelLoader = Callable[[ModelSection], LoadedModel]
 
 
 def bind_unix_socket(path: Path, mode: int, group: str | None) -> socket.socket:
@@ -130,7 +131,7 @@ def read_token(path: str) -> str:
 class ServiceRunner:
     """One service instance: start() listens and loads, stop() drains; used by `llm-tpu serve` and tests."""
 
-    def __init__(self, loaded: LoadedConfig, *, model_loader: ModelLoader = load_served_model) -> None:
+    def __init__(self, loaded: LoadedConfig, *, model_loader: ModelLoader = load_model) -> None:
         self.config = loaded.config
         self._loader = model_loader
         self.metrics = ServiceMetrics()
@@ -260,7 +261,7 @@ class ServiceRunner:
         self.stopped.set()
 
 
-async def run_service(loaded: LoadedConfig, *, model_loader: ModelLoader = load_served_model) -> int:
+async def run_service(loaded: LoadedConfig, *, model_loader: ModelLoader = load_model) -> int:
     """`llm-tpu serve`: run until SIGTERM/SIGINT, then drain and exit 0."""
     runner = ServiceRunner(loaded, model_loader=model_loader)
     stop = asyncio.Event()
