@@ -36,7 +36,6 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "appliance.bmodel",
         "appliance.compile",
     ),
-    "provisioning.cli": ("provisioning", "appliance.models", "appliance.config", "appliance.bmodel"),
     "appliance.tui": ("appliance.service.client", "appliance.generation", "appliance.config"),
     "appliance.service": (
         "provisioning.ion",
