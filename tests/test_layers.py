@@ -36,18 +36,14 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "appliance.bmodel",
         "appliance.compile",
     ),
-    "appliance.tui": ("appliance.service.client", "appliance.generation", "appliance.config"),
-    "appliance.service": (
-        "provisioning.ion",
-        "appliance.models",
-        "appliance.generation",
-        "appliance.config",
-        "appliance.engine",
-    ),
+    "appliance.tui": ("appliance.service.client", "appliance.generation"),
+    # /api/status shows the live ION heaps, which provisioning.ion reads: the runtime's one use of provisioning
+    "appliance.service": ("provisioning.ion", "appliance.models", "appliance.generation", "appliance.config"),
     "appliance.bench_runner": ("appliance.generation",),
     "provisioning": ("appliance.models", "appliance.config", "appliance.bmodel"),
     # the bmodel compiler: writes MLIR, drives the vendor tools; a GGUF source goes through models
     "appliance.compile": ("appliance.models",),
+    # the loader turns a config `model:` section into a running generator
     "appliance.models": ("appliance.generation", "appliance.engine", "appliance.bmodel", "appliance.config"),
     "appliance.generation": ("appliance.engine", "appliance.config"),
     "appliance.config": ("appliance.engine.options",),
