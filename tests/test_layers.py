@@ -37,8 +37,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "appliance.compile",
     ),
     "appliance.tui": ("appliance.service.client", "appliance.generation"),
-    # /api/status shows the live ION heaps, which provisioning.ion reads: the runtime's one use of provisioning
-    "appliance.service": ("provisioning.ion", "appliance.models", "appliance.generation", "appliance.config"),
+    # /api/status shows the live ION heaps through a probe that `llm-tpu serve` passes in from provisioning
+    "appliance.service": ("appliance.models", "appliance.generation", "appliance.config"),
     "appliance.bench_runner": ("appliance.generation",),
     "provisioning": ("appliance.models", "appliance.config", "appliance.bmodel"),
     # the bmodel compiler: writes MLIR, drives the vendor tools; a GGUF source goes through models

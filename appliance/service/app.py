@@ -32,7 +32,7 @@ from appliance.service.schemas import (
     OllamaChatChunk,
     OllamaChatRequest,
 )
-from appliance.service.state import STATE, ServiceState, tpu_status
+from appliance.service.state import STATE, ServiceState
 from appliance.versions import versions
 
 __all__ = ["ROUTES", "create_app"]
@@ -157,7 +157,7 @@ async def status(request: web.Request) -> web.Response:
         "socket": str(state.socket_path) if state.socket_path else None,
         "tcp": state.config.server.tcp.enabled,
         "versions": versions(),
-        "tpu": tpu_status(),
+        "tpu": state.device_probe(),
     }
     return web.json_response(body)
 

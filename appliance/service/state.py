@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,9 +17,22 @@ from appliance.errors import ApplianceError, ServiceUnavailable
 from appliance.models.loader import LoadedModel
 from appliance.service.metrics import ServiceMetrics
 from appliance.service.scheduler import Scheduler
-from provisioning.ion import IonUnavailable, read_heaps
 
-__all__ = ["STATE", "ServiceState", "tpu_status"]
+__all__ = ["STATE", "DeviceProbe", "ServiceState", "device_nodes"]
+
+# What /api/status shows under "tpu". `llm-tpu serve` passes provisioning's probe (device nodes and the
+# live ION heaps); the service itself knows nothing of the board.
+DeviceProbe = Callable[[], dict[str, Any]]
+
+
+def device_nodes() -> dict[str, Any]:
+    """The TPU device nodes this process can see; the default probe (no ION heaps)."""
+    devices = sorted(str(p) for p in Path("/dev").glob("bm-sophon*"))
+    return {
+        "devices": devices,
+        "ctl": os.path.exists("/dev/bmdev-ctl"),
+        "heaps_unavailable": "this service was started without a board probe",
+    }
 
 
 @dataclass
@@ -34,6 +47,7 @@ class ServiceState:
     model: LoadedModel | None = None
     started: float = field(default_factory=time.monotonic)
     started_wall: float = field(default_factory=time.time)
+    device_probe: DeviceProbe = device_nodes
 
     def require_model(self) -> LoadedModel:
         if self.phase == "stopping":
@@ -45,17 +59,6 @@ class ServiceState:
                 )
             raise ServiceUnavailable("the model is still loading", hint="retry when GET /health answers 200")
         return self.model
-
-
-def tpu_status() -> dict[str, Any]:
-    """TPU device nodes and ION heap use, where this process can see them (root on the box)."""
-    devices = sorted(str(p) for p in Path("/dev").glob("bm-sophon*"))
-    out: dict[str, Any] = {"devices": devices, "ctl": os.path.exists("/dev/bmdev-ctl")}
-    try:
-        out["heaps"] = {name: dataclasses.asdict(h) for name, h in read_heaps(Path("/")).items()}
-    except (IonUnavailable, OSError) as exc:
-        out["heaps_unavailable"] = str(exc)
-    return out
 
 
 STATE: web.AppKey[ServiceState] = web.AppKey("state", ServiceState)
