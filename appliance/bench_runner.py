@@ -8,9 +8,9 @@ the same number of tokens.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from appliance.generation.types import Finished, GenerationEvent, GenerationOptions, Message, Timings
 
@@ -28,7 +28,7 @@ class BenchTarget(Protocol):
     def tokenizer(self) -> _Encoder: ...
 
     def generate(
-        self, messages: Sequence[Message | Mapping[str, Any]], options: GenerationOptions | None = None
+        self, messages: Sequence[Message], options: GenerationOptions | None = None
     ) -> Iterator[GenerationEvent]: ...
 
     def reset(self) -> None:

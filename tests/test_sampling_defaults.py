@@ -43,21 +43,19 @@ def test_builtin_then_model_then_config(tmp_path: Path) -> None:
         1.1,
         64,
     )
-    assert model_defaults([tmp_path]) == builtin  # no generation_config.json
-    fixture = model_defaults([tmp_path, TINY_HF])  # the first directory that has one counts
-    assert (fixture.temperature, fixture.top_p, fixture.top_k, fixture.repetition_penalty) == (
-        0.7,
-        0.8,
-        20,
-        1.05,
-    )
-    assert fixture.repeat_last_n == 64 and fixture.max_new_tokens == 1024
-    configured = model_defaults([TINY_HF], GenerationDefaults(top_p=0.5, max_tokens=99))
+    assert read_generation_config([tmp_path]) == {}  # no generation_config.json
+    assert model_defaults() == builtin
+    fixture = read_generation_config([tmp_path, TINY_HF])  # the first directory that has one counts
+    tuned = model_defaults(fixture)
+    assert (tuned.temperature, tuned.top_p, tuned.top_k, tuned.repetition_penalty) == (0.7, 0.8, 20, 1.05)
+    assert tuned.repeat_last_n == 64 and tuned.max_new_tokens == 1024
+    # What a config file sets wins over the model's own; what it leaves out does not.
+    configured = model_defaults(fixture, GenerationDefaults.model_validate({"top_p": 0.5, "max_tokens": 99}))
     assert (configured.top_p, configured.top_k, configured.max_new_tokens) == (0.5, 20, 99)
     (tmp_path / "generation_config.json").write_text(json.dumps({"do_sample": False, "temperature": 0.6}))
     assert read_generation_config([tmp_path]) == {"temperature": 0.0}
     (tmp_path / "generation_config.json").write_text("{not json")
-    assert model_defaults([tmp_path]) == builtin
+    assert read_generation_config([tmp_path]) == {}
     assert builtin.greedy().is_greedy and builtin.greedy().repetition_penalty == 1.0
 
 

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
-from typing import Any
 
 from appliance.bench_runner import BenchTarget, bench_prompts, bench_turns
 from appliance.cli.options import add_model_options
@@ -63,10 +62,10 @@ class ServiceBench:
         self._run = 0
 
     def generate(
-        self, messages: Sequence[Message | Mapping[str, Any]], options: GenerationOptions | None = None
+        self, messages: Sequence[Message], options: GenerationOptions | None = None
     ) -> Iterator[GenerationEvent]:
         options = options or GenerationOptions()
-        wire = [m if isinstance(m, Mapping) else {"role": m.role, "content": m.content} for m in messages]
+        wire = [{"role": m.role, "content": m.content} for m in messages]
         if wire and self._run:
             wire[0] = {**wire[0], "content": f"{self._run}: {wire[0]['content']}"}
         requested = {"max_new_tokens": options.max_new_tokens, **_GREEDY}

@@ -161,7 +161,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--no-spawn", action="store_true", help="do not start a private service when none is running"
     )
-    g.add_argument("--config", metavar="PATH", help="config file for a private service")
     g.add_argument(
         "--plain",
         action="store_true",

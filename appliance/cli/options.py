@@ -1,4 +1,9 @@
-"""Command-line options shared by the commands that generate (ask, chat, bench)."""
+"""Command-line options shared by the commands that generate (ask, chat, bench).
+
+The flags override the config (``--config``, else /etc/llm-tpu/appliance.yaml, drop-ins and
+``LLM_TPU_*`` variables), whose ``model:`` and ``generation:`` sections give every default: one
+source of defaults for the service and the in-process commands alike.
+"""
 
 from __future__ import annotations
 
@@ -6,23 +11,33 @@ import argparse
 import dataclasses
 from typing import Any
 
-from appliance.engine.options import ENGINE_KINDS, EngineOptions, parse_device_ids
+from appliance.config import load_config
+from appliance.config.schema import ApplianceConfig
+from appliance.engine.options import ENGINE_KINDS, parse_device_ids
 from appliance.generation.types import GenerationOptions
-from appliance.models.loader import LoadedModel, load_model
 
 __all__ = [
+    "add_config_option",
     "add_devid_option",
     "add_generation_options",
     "add_model_options",
-    "generation_options",
-    "load_from_args",
+    "config_from_args",
     "requested_options",
 ]
 
 
+def add_config_option(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    p.add_argument(
+        "--config",
+        metavar="PATH",
+        help="config file whose model and generation sections give the defaults, also for a private "
+        "service (default: /etc/llm-tpu/appliance.yaml when it exists)",
+    )
+
+
 def add_model_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("model")
-    g.add_argument("-m", "--model", help="installed model name or path (default: the embedded SmolLM2-135M)")
+    g = p.add_argument_group("model (default: the config's model section, else the embedded SmolLM2-135M)")
+    g.add_argument("-m", "--model", help="installed model name or path (overrides model.ref)")
     g.add_argument("--engine", choices=ENGINE_KINDS, help="engine (default: the model's manifest, else auto)")
     g.add_argument("--threads", type=int, help="CPU threads for the host engine")
     g.add_argument(
@@ -30,6 +45,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--decrypt-lib", help="cipher library exporting decrypt(), for encrypted bmodels")
     add_devid_option(g)
+    add_config_option(g)
 
 
 def _device_ids(text: str) -> tuple[int, ...]:
@@ -50,7 +66,9 @@ def add_devid_option(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> No
 
 def add_generation_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group(
-        "generation", "unset options take the model's generation_config.json, else the built-in defaults"
+        "generation",
+        "unset options take the config's generation section, where it sets none the model's "
+        "generation_config.json, else the built-in defaults shown",
     )
     g.add_argument("-s", "--system", help="system prompt")
     g.add_argument("-n", "--max-tokens", type=int, help="most new tokens per answer (1024)")
@@ -85,22 +103,19 @@ def requested_options(args: argparse.Namespace) -> dict[str, Any]:
             top_p=greedy.top_p,
             repetition_penalty=greedy.repetition_penalty,
         )
-    GenerationOptions(**values)  # InvalidRequest now, before any model loads or request is sent
+    dataclasses.replace(GenerationOptions(), **values)  # InvalidRequest now, before any load or request
     return values
 
 
-def generation_options(
-    args: argparse.Namespace, defaults: GenerationOptions | None = None
-) -> GenerationOptions:
-    """``defaults`` (the model's) with the options given on the command line."""
-    return dataclasses.replace(defaults or GenerationOptions(), **requested_options(args))
-
-
-def load_from_args(args: argparse.Namespace, **kwargs: Any) -> LoadedModel:
-    engine_options = EngineOptions(
-        threads=getattr(args, "threads", None),
-        libdir=getattr(args, "libdir", None),
-        decrypt_lib=getattr(args, "decrypt_lib", None),
-        devices=getattr(args, "devid", None),
-    )
-    return load_model(args.model, engine=args.engine, engine_options=engine_options, **kwargs)
+def config_from_args(args: argparse.Namespace) -> ApplianceConfig:
+    """The config, with the command line's model flags on top."""
+    devid = getattr(args, "devid", None)
+    overrides = {
+        "model.ref": getattr(args, "model", None),
+        "model.engine": getattr(args, "engine", None),
+        "model.threads": getattr(args, "threads", None),
+        "model.libdir": getattr(args, "libdir", None),
+        "model.decrypt_lib": getattr(args, "decrypt_lib", None),
+        "model.devices": list(devid) if devid else None,
+    }
+    return load_config(getattr(args, "config", None), overrides=overrides).config

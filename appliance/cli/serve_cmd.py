@@ -9,6 +9,7 @@ from appliance.cli.options import add_devid_option
 from appliance.config import load_config
 from appliance.engine.options import ENGINE_CHOICES
 from appliance.service.systemd_integration import setup_logging
+from provisioning.board import tpu_status
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_config(args.config, overrides=overrides)
     level = "debug" if args.verbose >= 2 else ("info" if args.verbose == 1 else loaded.config.logging.level)
     setup_logging(level)
-    return asyncio.run(run_service(loaded))
+    return asyncio.run(run_service(loaded, device_probe=tpu_status))
 
 
 def register(sub: argparse._SubParsersAction) -> None:

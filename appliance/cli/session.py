@@ -15,11 +15,12 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
-from appliance.cli.options import load_from_args
+from appliance.cli.options import config_from_args
 from appliance.client import ServiceClient, find_socket
+from appliance.config.schema import GenerationDefaults
 from appliance.errors import ModelNotFound, ServiceUnavailable
-from appliance.generation.types import GenerationEvent, Message, ollama_options
-from appliance.models.loader import LoadedModel
+from appliance.generation.types import GenerationEvent, Message, ollama_options, validate_messages
+from appliance.models.loader import LoadedModel, load_model
 
 __all__ = ["ChatTarget", "LocalTarget", "ServiceTarget", "add_target_options", "open_target"]
 
@@ -45,8 +46,9 @@ class ChatTarget(Protocol):
 class LocalTarget:
     """A model loaded in this process (--local, or no service is running)."""
 
-    def __init__(self, loaded: LoadedModel) -> None:
+    def __init__(self, loaded: LoadedModel, generation: GenerationDefaults) -> None:
         self.loaded = loaded
+        self.defaults = loaded.defaults(generation)
         self.name = loaded.name
         self.engine = loaded.engine.info.kind
         self.where = "this process"
@@ -57,8 +59,8 @@ class LocalTarget:
         requested: Mapping[str, Any],
         should_stop: Callable[[], bool] | None = None,
     ) -> Iterator[GenerationEvent]:
-        options = dataclasses.replace(self.loaded.defaults, **requested)
-        return self.loaded.generator.generate(messages, options, should_stop=should_stop)
+        options = dataclasses.replace(self.defaults, **requested)
+        return self.loaded.generator.generate(validate_messages(messages), options, should_stop=should_stop)
 
     def close(self) -> None:
         self.loaded.close()
@@ -117,10 +119,15 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+def _local(args: argparse.Namespace, **load: Any) -> LocalTarget:
+    config = config_from_args(args)
+    return LocalTarget(load_model(config.model, **load), config.generation)
+
+
 def open_target(args: argparse.Namespace, *, wait_s: float = 900.0, **load: Any) -> ChatTarget:
     """The running service, else (or with --local) the model loaded here. ``load`` goes to load_model."""
     if getattr(args, "local", False):
-        return LocalTarget(load_from_args(args, **load))
+        return _local(args, **load)
     path = find_socket(getattr(args, "socket", None))
     client = ServiceClient.for_socket(path)
     try:
@@ -131,7 +138,7 @@ def open_target(args: argparse.Namespace, *, wait_s: float = 900.0, **load: Any)
         client.close()
         if sys.stdin.isatty():
             _say(f"no service at {path}; loading the model in this process ...")
-        return LocalTarget(load_from_args(args, **load))
+        return _local(args, **load)
     deadline = time.monotonic() + wait_s
     last = ""
     while health.get("status") != "ok":

@@ -157,23 +157,22 @@ class SchedulerSection(_Section):
 
 
 class GenerationDefaults(_Section):
-    """Defaults for requests that do not set these themselves. null (the default) takes the model's
-    generation_config.json where it sets the value, else the built-in default (GenerationOptions)."""
+    """Defaults for requests (and commands) that do not set these themselves: the one source of them.
 
-    max_tokens: int | None = Field(
-        None, ge=1, description="tokens generated when a request gives no limit (null: 1024)"
+    Sampling with a mild repetition penalty (close to Ollama's), since greedy decoding makes small
+    models loop. A served model's generation_config.json overrides each value not set in the config
+    (appliance.generation.defaults)."""
+
+    max_tokens: int = Field(1024, ge=1, description="tokens generated when a request gives no limit")
+    temperature: float = Field(
+        0.7, ge=0, description="sampling temperature (0: greedy; unless set here, the model's own)"
     )
-    temperature: float | None = Field(
-        None, ge=0, description="sampling temperature (0: greedy; null: the model's, else 0.7)"
+    top_k: int = Field(0, ge=0, description="top-k (0: off; unless set here, the model's own)")
+    top_p: float = Field(0.9, gt=0, le=1, description="nucleus top-p (unless set here, the model's own)")
+    repetition_penalty: float = Field(
+        1.1, gt=0, description="repetition penalty (1.0: off; unless set here, the model's own)"
     )
-    top_k: int | None = Field(None, ge=0, description="top-k (0: off; null: the model's, else 0)")
-    top_p: float | None = Field(None, gt=0, le=1, description="nucleus top-p (null: the model's, else 0.9)")
-    repetition_penalty: float | None = Field(
-        None, gt=0, description="repetition penalty (1.0: off; null: the model's, else 1.1)"
-    )
-    repeat_last_n: int | None = Field(
-        None, ge=0, description="how many recent tokens the penalty looks at (null: 64)"
-    )
+    repeat_last_n: int = Field(64, ge=0, description="how many recent tokens the penalty looks at")
 
 
 class LoggingSection(_Section):

@@ -1,16 +1,16 @@
 """A served model's default generation options: built-in, then the model's own, then the config's.
 
-Precedence, lowest first: :class:`GenerationOptions`' field defaults (the built-in defaults), the
+Precedence, lowest first: the config schema's defaults (``generation:``, the built-in defaults), the
 sampling keys of the model's ``generation_config.json`` (Hugging Face's file, which the model's authors
-tune: Qwen2 ships temperature 0.7, top_p 0.8, top_k 20, repetition_penalty 1.05), then every key the
-config's ``generation`` section sets. A request's own options override the result field by field.
+tune: Qwen2 ships temperature 0.7, top_p 0.8, top_k 20, repetition_penalty 1.05), then every key a
+config file (or LLM_TPU_* variable) actually sets. A request's own options override the result.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -57,16 +57,14 @@ def read_generation_config(directories: Iterable[Path]) -> dict[str, Any]:
 
 
 def model_defaults(
-    directories: Iterable[Path] = (), config: GenerationDefaults | None = None
+    model_sampling: Mapping[str, Any] | None = None, config: GenerationDefaults | None = None
 ) -> GenerationOptions:
-    """The default options for a model whose files are in ``directories`` (see the module docstring)."""
-    values: dict[str, Any] = read_generation_config(directories)
-    if config is not None:
-        values.update(
-            {
-                ("max_new_tokens" if key == "max_tokens" else key): value
-                for key, value in config.model_dump().items()
-                if value is not None
-            }
-        )
+    """The default options of a model whose generation_config.json gave ``model_sampling``
+    (:func:`read_generation_config`), under ``config`` (see the module docstring)."""
+    config = config or GenerationDefaults.model_validate({})
+    values: dict[str, Any] = {
+        ("max_new_tokens" if key == "max_tokens" else key): value
+        for key, value in config.model_dump().items()
+    }
+    values.update({k: v for k, v in (model_sampling or {}).items() if k not in config.model_fields_set})
     return dataclasses.replace(GenerationOptions(), **values)

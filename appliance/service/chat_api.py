@@ -54,17 +54,6 @@ async def read_json(request: web.Request) -> Any:
         ) from None
 
 
-def _check_text(messages: list[Message]) -> None:
-    for i, m in enumerate(messages):
-        try:
-            m.content.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidRequest(
-                f"messages[{i}].content contains an unpaired UTF-16 surrogate (\\ud800-\\udfff)",
-                hint="send valid Unicode text",
-            ) from None
-
-
 async def start_job(
     request: web.Request, model_name: str, messages: list[Message], options: GenerationOptions
 ) -> tuple[Job, AsyncIterator[GenerationEvent], GenerationEvent, str]:
@@ -74,7 +63,6 @@ async def start_job(
         raise ModelNotFound(
             f"model {model_name!r} is not served here", hint=f"this appliance serves {served.name!r}"
         )
-    _check_text(messages)
     job = state.scheduler.submit(messages, options, timeout_s=state.config.scheduler.request_timeout_s)
     events = state.scheduler.events(job)
     try:
@@ -139,7 +127,8 @@ async def collect(first: GenerationEvent, rest: AsyncIterator[GenerationEvent]) 
 async def ollama_chat(request: web.Request) -> web.StreamResponse:
     req = parse_request(OllamaChatRequest, await read_json(request))
     req.check_supported()
-    options = req.to_options(request.app[STATE].require_model().defaults)
+    state = request.app[STATE]
+    options = req.to_options(state.require_model().defaults(state.config.generation))
     job, rest, first, name = await start_job(request, req.model, req.to_messages(), options)
     resp: web.StreamResponse | None = None
     try:
@@ -200,7 +189,8 @@ def _sse(obj: dict[str, Any]) -> bytes:
 async def openai_chat(request: web.Request) -> web.StreamResponse:
     req = parse_request(ChatCompletionRequest, await read_json(request))
     req.check_supported()
-    options = req.to_options(request.app[STATE].require_model().defaults)
+    state = request.app[STATE]
+    options = req.to_options(state.require_model().defaults(state.config.generation))
     job, rest, first, name = await start_job(request, req.model, req.to_messages(), options)
     ident, created = f"chatcmpl-{job.id}", int(time.time())
     resp: web.StreamResponse | None = None

@@ -8,13 +8,12 @@ shapes as plain dicts on the hot path.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from appliance.errors import InvalidRequest
-from appliance.generation.types import GenerationOptions, Message, validate_messages
+from appliance.generation.types import GenerationOptions, Message, options_with_defaults, validate_messages
 
 __all__ = [
     "ChatCompletion",
@@ -87,7 +86,7 @@ class OllamaChatRequest(_Request):
             max_tokens = UNLIMITED_TOKENS
         if max_tokens == 0:
             raise InvalidRequest("options.num_predict must not be 0", hint="use -1 for no limit, or >= 1")
-        return _options(
+        return options_with_defaults(
             defaults,
             max_tokens=max_tokens,
             temperature=o.temperature,
@@ -203,7 +202,7 @@ class ChatCompletionRequest(_Request):
 
     def to_options(self, defaults: GenerationOptions) -> GenerationOptions:
         stop = [self.stop] if isinstance(self.stop, str) else self.stop
-        return _options(
+        return options_with_defaults(
             defaults,
             max_tokens=self.max_completion_tokens or self.max_tokens,
             temperature=self.temperature,
@@ -259,15 +258,6 @@ class HealthBody(BaseModel):
     status: Literal["ok", "loading", "failed", "stopping"]
     reason: str | None = None
     hint: str | None = None
-
-
-def _options(defaults: GenerationOptions, **given: Any) -> GenerationOptions:
-    """``defaults`` (the served model's) with every option the request gives."""
-    stop = given.pop("stop")
-    values = {("max_new_tokens" if k == "max_tokens" else k): v for k, v in given.items() if v is not None}
-    if stop:
-        values["stop"] = tuple(s for s in stop if s)
-    return dataclasses.replace(defaults, **values)  # raises InvalidRequest for values out of range
 
 
 def parse_request(model: type[_RequestT], data: Any) -> _RequestT:

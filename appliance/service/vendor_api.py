@@ -18,7 +18,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
 from appliance.errors import ApplianceError, InvalidRequest
-from appliance.generation.types import Message, TextDelta
+from appliance.generation.types import Message, TextDelta, validate_messages
 from appliance.service.chat_api import cancel_job, chain, collect, read_json, start_job
 from appliance.service.http_errors import error_body
 from appliance.service.schemas import parse_request
@@ -49,7 +49,7 @@ class VendorChatRequest(BaseModel):
                 hint='e.g. "history": ["你是谁？", "我是Qwen。"]',
             )
         messages = [Message("user" if i % 2 == 0 else "assistant", text) for i, text in enumerate(flat)]
-        return [*messages, Message("user", self.question)]
+        return validate_messages([*messages, Message("user", self.question)])
 
 
 def _event(text: str) -> bytes:
@@ -59,7 +59,8 @@ def _event(text: str) -> bytes:
 
 async def vendor_chat(request: web.Request) -> web.StreamResponse:
     req = parse_request(VendorChatRequest, await read_json(request))
-    options = request.app[STATE].require_model().defaults
+    state = request.app[STATE]
+    options = state.require_model().defaults(state.config.generation)
     job, rest, first, _name = await start_job(request, "", req.to_messages(), options)
     resp: web.StreamResponse | None = None
     try:
