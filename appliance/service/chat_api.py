@@ -147,8 +147,8 @@ async def ollama_chat(request: web.Request) -> web.StreamResponse:
                         "model": name,
                         "created_at": _now_iso(),
                         "message": {"role": "assistant", "content": event.text},
-                        "done": False,
                         "eval_count": event.tokens,  # ours: tokens so far (a piece may hold several)
+                        "done": False,
                     }
                 elif isinstance(event, Notice):
                     chunk = {
