@@ -16,49 +16,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
-import httpx
-import yaml
 from textual import events
 
-from appliance.client import AsyncServiceClient
 from appliance.tui import ChatApp
+from bench.tui_service import TimedClient, scripted_service
 
-REPO = Path(__file__).resolve().parents[1]
-TINY_HF = REPO / "tests" / "fixtures" / "tiny-qwen2" / "hf"
 TARGET_MEDIAN_MS = 20.0
 TYPED = "typing while it streams"
-
-
-class TimedClient(AsyncServiceClient):
-    """Notes when each chunk reaches the client and how many characters the answer has by then."""
-
-    def __init__(self, path: str) -> None:
-        super().__init__(httpx.AsyncHTTPTransport(uds=path), where=path, unix=True, timeout=60)
-        self.arrivals: list[tuple[float, int]] = []
-
-    async def chat_stream(
-        self,
-        messages: Sequence[Mapping[str, str]],
-        *,
-        model: str = "",
-        options: Mapping[str, Any] | None = None,
-    ) -> AsyncIterator[dict[str, Any]]:
-        self.arrivals = []
-        chars = 0
-        async for chunk in super().chat_stream(messages, model=model, options=options):
-            chars += len((chunk.get("message") or {}).get("content") or "")
-            self.arrivals.append((time.perf_counter(), chars))
-            yield chunk
 
 
 async def run_once(socket: str, tokens: int) -> tuple[list[float], list[float], bool]:
@@ -115,31 +84,8 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=2000)
     parser.add_argument("--rate", type=float, default=200.0, help="tokens per second of the scripted engine")
     args = parser.parse_args([] if __name__ != "__main__" else None)
-    with tempfile.TemporaryDirectory() as tmp:
-        sock = Path(tmp) / "llm.sock"
-        cfg = Path(tmp) / "appliance.yaml"
-        scripted = {"step_delay_ms": 1000.0 / args.rate}
-        cfg.write_text(
-            yaml.safe_dump(
-                {
-                    "model": {"ref": str(TINY_HF), "engine": "scripted", "scripted": scripted},
-                    "server": {"socket_path": str(sock), "socket_group": None},
-                }
-            )
-        )
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("LISTEN_", "NOTIFY_", "WATCHDOG_"))}
-        exe = str(Path(sys.executable).with_name("llm-tpu"))
-        proc = subprocess.Popen([exe, "serve", "--config", str(cfg)], env=env, stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 60
-            while not sock.exists():
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise SystemExit("bench_tui_latency: the service did not start")
-                time.sleep(0.05)
-            delays, keys, all_keys = asyncio.run(run_once(str(sock), args.tokens))
-        finally:
-            proc.terminate()
-            proc.wait(15)
+    with scripted_service(1000.0 / args.rate) as sock:
+        delays, keys, all_keys = asyncio.run(run_once(sock, args.tokens))
     if not delays:
         raise SystemExit("bench_tui_latency: no token reached the screen")
     delays.sort()
