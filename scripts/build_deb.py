@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import re
 import shutil
 import subprocess
@@ -195,6 +196,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "dist", help="where the .deb goes (default dist/)")
     parser.add_argument("--no-lintian", action="store_true", help="skip lintian")
     args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        raise SystemExit("build-deb: needs root (debootstrap, chroot, mount): run it as root, e.g. sudo make deb")
     deb = build(args.arch, args.out)
     if not args.no_lintian:
         lint(deb)

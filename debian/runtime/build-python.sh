@@ -40,15 +40,26 @@ rm -rf "$PREFIX"
 start=$SECONDS
 
 # --- OpenSSL 3.0 (upstream tarball; Debian's patches only adapt its packaging) ------------------
-tar -xzf "$ssl_orig" -C "$work"
-(
-  cd "$work"/openssl-*/
-  # openssldir: the system's /usr/lib/ssl (certs -> /etc/ssl/certs from ca-certificates, openssl.cnf).
-  ./config --prefix="$PREFIX" --libdir=lib --openssldir=/usr/lib/ssl shared no-tests >/dev/null
-  make -j"$jobs" >/dev/null
-  make install_sw >/dev/null
-)
-echo "build-python: OpenSSL built in $((SECONDS - start)) s"
+# Cached on its own (its source and configure line), so that a change to the CPython steps below
+# does not rebuild it.
+ssl_config=(--prefix="$PREFIX" --libdir=lib --openssldir=/usr/lib/ssl shared no-tests)
+ssl_key=$( (basename "$ssl_orig"; echo "${ssl_config[*]}" "$ARCH") | sha256sum | cut -c1-16)
+ssl_tarball="$CACHE/python/openssl-$ARCH-$ssl_key.tar.gz"
+if [ -f "$ssl_tarball" ]; then
+  mkdir -p "$PREFIX" && tar -xzf "$ssl_tarball" -C "$PREFIX"
+else
+  tar -xzf "$ssl_orig" -C "$work"
+  (
+    cd "$work"/openssl-*/
+    # openssldir: the system's /usr/lib/ssl (certs -> /etc/ssl/certs from ca-certificates, openssl.cnf).
+    ./config "${ssl_config[@]}" >/dev/null
+    make -j"$jobs" >/dev/null
+    make install_sw >/dev/null
+  )
+  mkdir -p "$CACHE/python"
+  tar -czf "$ssl_tarball.tmp" -C "$PREFIX" . && mv "$ssl_tarball.tmp" "$ssl_tarball"
+  echo "build-python: OpenSSL built in $((SECONDS - start)) s"
+fi
 
 # --- CPython 3.11 ----------------------------------------------------------------------------------
 tar -xzf "$py_orig" -C "$work"
@@ -63,8 +74,10 @@ sed -n '/^CVE-/,$p' debian/patches/series | sed 's/[[:space:]]*#.*//' | while re
 done
 # Debian's pyexpat CVE backports include an internal header: without Py_BUILD_CORE_MODULE the
 # module (and _elementtree with it) is silently skipped.
-sed -i 's/^@MODULE_PYEXPAT_TRUE@pyexpat pyexpat.c/@MODULE_PYEXPAT_TRUE@pyexpat -DPy_BUILD_CORE_MODULE pyexpat.c/' \
-  Modules/Setup.stdlib.in
+# (3.11 builds it through setup.py.)
+grep -q "Extension('pyexpat', sources=\['pyexpat.c'\])" setup.py
+sed -i "s/Extension('pyexpat', sources=\['pyexpat.c'\])/Extension('pyexpat', sources=['pyexpat.c'], define_macros=[('Py_BUILD_CORE_MODULE', '1')])/" \
+  setup.py
 ./configure --prefix="$PREFIX" --with-openssl="$PREFIX" --with-openssl-rpath=auto \
   --with-ensurepip=install --with-system-ffi --with-system-expat --with-readline=editline \
   --enable-loadable-sqlite-extensions --without-static-libpython >/dev/null

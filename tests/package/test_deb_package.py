@@ -102,16 +102,12 @@ class Service:
         env = dict(e.split("=", 1) for e in unit.get("Environment", "").split())
         env |= {"NOTIFY_SOCKET": "/run/test-notify.sock", "PATH": SYSTEM_PATH, "LC_ALL": "C.UTF-8"}
         setenv = [a for k, v in env.items() for a in ("-E", f"{k}={v}")]
-        inner = [
-            "setpriv",
-            f"--reuid={user}",
-            f"--regid={group}",
-            "--init-groups",
-            "--",
-            *unit["ExecStart"].split(),
-        ]
+        inner = ["/usr/bin/setpriv", f"--reuid={user}", f"--regid={group}", "--init-groups", "--"]
+        # systemd-socket-activate listens, and starts the service at the first connection (as systemd
+        # does with llm-tpu.socket); the child's environment is PATH, LISTEN_FDS/LISTEN_PID and -E.
+        activate = ["systemd-socket-activate", "-l", str(self.socket), *setenv]
         self.proc = subprocess.Popen(
-            ["systemd-socket-activate", "-l", str(self.socket), *setenv, "chroot", str(box.root), *inner],
+            [*activate, "/usr/sbin/chroot", str(box.root), *inner, *unit["ExecStart"].split()],
             env={"PATH": SYSTEM_PATH},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -120,6 +116,8 @@ class Service:
         deadline = time.monotonic() + 30
         while not self.socket.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as first:
+            first.connect(str(self.socket))  # the activating connection
 
     def wait_notify(self, field: str, timeout: float = 90.0) -> list[str]:
         """Datagrams until one holds ``field`` (e.g. READY=1); fails with the service's output."""

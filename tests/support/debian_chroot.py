@@ -337,6 +337,19 @@ class Chroot:
 def qemu_binfmt(arch: str) -> Iterator[None]:
     """Register qemu-user-static for ``arch`` for the duration; restore the binfmt table afterwards."""
     name = f"qemu-{QEMU_ARCH[arch]}"
+    if not (Path(f"/usr/bin/{name}-static").exists() and shutil.which("update-binfmts", path=SYSTEM_PATH)):
+        _log("installing qemu-user-static and binfmt-support (Debian packages)")
+        _sh(
+            [
+                "apt-get",
+                "install",
+                "-y",
+                "-qq",
+                "--no-install-recommends",
+                "qemu-user-static",
+                "binfmt-support",
+            ]
+        )
     binfmt = Path("/proc/sys/fs/binfmt_misc")
     mounted_here = False
     if not (binfmt / "register").exists():
