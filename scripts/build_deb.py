@@ -197,7 +197,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--no-lintian", action="store_true", help="skip lintian")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
-        raise SystemExit("build-deb: needs root (debootstrap, chroot, mount): run it as root, e.g. sudo make deb")
+        raise SystemExit(
+            "build-deb: needs root (debootstrap, chroot, mount): run it as root, e.g. sudo make deb"
+        )
     deb = build(args.arch, args.out)
     if not args.no_lintian:
         lint(deb)
