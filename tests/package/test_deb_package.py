@@ -333,7 +333,8 @@ def test_install_run_upgrade_remove_purge(box: Chroot, tmp_path: Path) -> None:
     _apt(box, "purge", PACKAGE)
     after = _files(box)
     assert not after - before, f"purge left: {sorted(after - before)[:40]}"
-    assert not before - after, f"purge took away: {sorted(before - after)[:40]}"
+    # dpkg removes the empty /opt that debootstrap made and no package owns; nothing else may go.
+    assert before - after <= {"/opt"}, f"purge took away: {sorted(before - after)[:40]}"
 
 
 def test_unsigned_or_foreign_signed_repository_is_refused(tmp_path: Path) -> None:
