@@ -9,12 +9,12 @@
 # site-packages, which the venv reads after its own packages through a .pth file.
 set -euo pipefail
 SRC=$(realpath "$1")
-export PIP_CACHE_DIR=$2
 OPT=/opt/llm-tpu-appliance
 VENV=$OPT/venv
 for var in $(env | sed -n 's/^\(PIP_[A-Z_]*\)=.*/\1/p'); do unset "$var"; done
 unset PYTHONPATH VIRTUAL_ENV PYTHONHOME PYTHONUSERBASE
-export PIP_CONFIG_FILE=/dev/null PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PIP_CACHE_DIR
+# The download cache lives under the build cache, so that a second build downloads nothing.
+export PIP_CONFIG_FILE=/dev/null PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PIP_CACHE_DIR=$2
 [ -f /etc/ssl/llm-tpu-build-ca.crt ] && export PIP_CERT=/etc/ssl/llm-tpu-build-ca.crt
 
 rm -rf "$VENV"
