@@ -8,7 +8,8 @@ service turns them into JSON with :attr:`ApplianceError.http_status`.
     ApplianceError
     ├── ConfigError                  bad config file, key or value
     ├── InvalidRequest               malformed chat request (empty messages, bad role, bad option)
-    │   └── ContextOverflow          the new message alone does not fit the model's context
+    │   ├── ContextOverflow          the new message alone does not fit the model's context
+    │   └── InvalidModelName         a model name outside the grammar of appliance/models/names.py
     ├── ModelError
     │   ├── ModelNotFound            no such model in the store / no such file
     │   ├── ModelFormatError         a file is not what it claims (truncated, garbage, encrypted)
@@ -41,6 +42,7 @@ __all__ = [
     "EngineError",
     "EngineUnavailable",
     "InsufficientTPUMemory",
+    "InvalidModelName",
     "InvalidRequest",
     "LayoutDoesNotFit",
     "ModelError",
@@ -91,6 +93,10 @@ class InvalidRequest(ApplianceError):
 
 class ContextOverflow(InvalidRequest):
     code = "context_length_exceeded"
+
+
+class InvalidModelName(InvalidRequest):
+    code = "invalid_model_name"
 
 
 class ModelError(ApplianceError):

@@ -24,6 +24,7 @@ from appliance.generation.types import (
     Notice,
     TextDelta,
 )
+from appliance.models.names import check_model_name
 from appliance.service.http_errors import error_body
 from appliance.service.scheduler import Job
 from appliance.service.schemas import ChatCompletionRequest, OllamaChatRequest, parse_request
@@ -60,6 +61,7 @@ async def start_job(
     state = request.app[STATE]
     served = state.require_model()
     if not served.answers_to(model_name):
+        check_model_name(model_name)  # a path or other non-name is a bad request, not an unknown model
         raise ModelNotFound(
             f"model {model_name!r} is not served here", hint=f"this appliance serves {served.name!r}"
         )
