@@ -26,6 +26,7 @@ service turns them into JSON with :attr:`ApplianceError.http_status`.
     └── ProvisioningError            TPU memory layout, memory_edit, model install, first boot
         ├── LayoutDoesNotFit         no layout within the board's maxima holds the model
         ├── BootImageError           the produced boot image failed verification
+        ├── UnsupportedBoard         not a BM1684X box (e.g. a BM1688 SE9): no layout is planned
         └── DownloadError            a model download failed (network, checksum, disk)
 """
 
@@ -54,6 +55,7 @@ __all__ = [
     "RequestCancelled",
     "ServiceError",
     "ServiceUnavailable",
+    "UnsupportedBoard",
 ]
 
 
@@ -173,6 +175,11 @@ class LayoutDoesNotFit(ProvisioningError):
 
 class BootImageError(ProvisioningError):
     code = "boot_image_error"
+
+
+class UnsupportedBoard(ProvisioningError):
+    exit_code = 2
+    code = "unsupported_board"
 
 
 class DownloadError(ProvisioningError):
