@@ -26,7 +26,7 @@ from appliance.generation.types import (
     TextDelta,
     Timings,
 )
-from appliance.generation.window import Window, fit_history
+from appliance.generation.window import Window, fit_history, refuse_unfittable
 
 __all__ = ["Generator", "common_prefix"]
 
@@ -78,7 +78,17 @@ class Generator:
 
     def _window(self, messages: Sequence[Message], options: GenerationOptions) -> Window:
         return fit_history(
-            messages, self.template, max_seq_len=self.max_seq_len, reserve=self._reserve(options)
+            messages,
+            self.template,
+            max_seq_len=self.max_seq_len,
+            reserve=self._reserve(options),
+            bound=self.tokenizer.min_tokens,
+        )
+
+    def refuse_unfittable(self, messages: Sequence[Message], options: GenerationOptions) -> None:
+        """Cheap (no tokenizing, safe on the event loop): ContextOverflow for what can never fit."""
+        refuse_unfittable(
+            messages, self.tokenizer.min_tokens, max_seq_len=self.max_seq_len, reserve=self._reserve(options)
         )
 
     def _prefill(self, ids: list[int], sampling: DeviceSampling | None) -> tuple[StepOutput, int]:

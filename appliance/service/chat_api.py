@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from appliance.errors import ApplianceError, InvalidRequest, ModelNotFound
+from appliance.errors import ApplianceError, ModelNotFound
 from appliance.generation.types import (
     Finished,
     GenerationEvent,
@@ -26,6 +26,7 @@ from appliance.generation.types import (
 )
 from appliance.models.names import check_model_name
 from appliance.service.http_errors import error_body
+from appliance.service.json_body import decode_json_body
 from appliance.service.scheduler import Job
 from appliance.service.schemas import ChatCompletionRequest, OllamaChatRequest, parse_request
 from appliance.service.state import STATE
@@ -36,23 +37,9 @@ _FINISH_REASON = {"stop": "stop", "length": "length", "context": "length", "canc
 
 
 async def read_json(request: web.Request) -> Any:
-    """The body as JSON; InvalidRequest for bad UTF-8 or bad JSON (413 comes from aiohttp's limit)."""
-    raw = await request.read()
-    if not raw:
-        raise InvalidRequest("the request body is empty", hint="send a JSON object")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidRequest(
-            f"the request body is not valid UTF-8 (bad byte at offset {exc.start})",
-            hint="encode the JSON body as UTF-8",
-        ) from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidRequest(
-            f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from None
+    """The body as JSON; InvalidRequest for bad UTF-8, bad JSON, NaN or deep nesting (json_body.py);
+    413 comes from aiohttp's limit."""
+    return decode_json_body(await request.read())
 
 
 async def start_job(
@@ -65,6 +52,7 @@ async def start_job(
         raise ModelNotFound(
             f"model {model_name!r} is not served here", hint=f"this appliance serves {served.name!r}"
         )
+    served.generator.refuse_unfittable(messages, options)  # before a megabyte is tokenized
     job = state.scheduler.submit(messages, options, timeout_s=state.config.scheduler.request_timeout_s)
     events = state.scheduler.events(job)
     try:

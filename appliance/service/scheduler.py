@@ -46,6 +46,9 @@ class ChatGenerator(Protocol):
         should_stop: Callable[[], bool] | None = None,
     ) -> Iterator[GenerationEvent]: ...
 
+    def refuse_unfittable(self, messages: Sequence[Message], options: GenerationOptions) -> None:
+        """Raise ContextOverflow for what can never fit, cheaply (it runs on the event loop)."""
+
 
 class _End:
     """Marks the end of a job's event stream."""

@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import grp
+import ipaddress
 import logging
 import os
 import signal
 import socket
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -111,7 +113,35 @@ def bind_tcp_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _check_token_mode(path: str) -> None:
+    """A token every local user can read (or replace) protects nothing: refuse it."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return  # read_token says what is wrong with the file
+    if mode & (stat.S_IROTH | stat.S_IWOTH):
+        what = "read" if mode & stat.S_IROTH else "changed"
+        raise ConfigError(
+            f"the token file {path} can be {what} by every user (mode {mode:04o})",
+            hint=f"chmod 0640 {path} (owner root, group llm-tpu), then start the service again",
+        )
+
+
+def _warn_if_exposed(address: tuple[str, int]) -> None:
+    try:
+        loopback = ipaddress.ip_address(address[0]).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        log.warning(
+            "tcp listener %s:%d is not loopback: the API is reachable from the network (every request "
+            "but /health needs the bearer token; use server.tcp.host 127.0.0.1 to keep it on the box)",
+            *address,
+        )
+
+
 def read_token(path: str) -> str:
+    _check_token_mode(path)
     try:
         token = Path(path).read_text(encoding="utf-8").strip()
     except FileNotFoundError:
@@ -165,6 +195,19 @@ class ServiceRunner:
 
     # -- start ---------------------------------------------------------------------------------
     async def start(self) -> None:
+        """Listen and start loading; a start that fails part way leaves no socket or listener behind."""
+        try:
+            await self._start()
+        except BaseException:
+            if self._runner is not None:
+                with contextlib.suppress(Exception):
+                    await self._runner.cleanup()
+            if self._own_socket is not None:
+                self._own_socket.unlink(missing_ok=True)
+            self.scheduler.shutdown()
+            raise
+
+    async def _start(self) -> None:
         server = self.config.server
         activated = sd.listen_sockets()
         unix_socks = [s for s in activated if s.family == socket.AF_UNIX]
@@ -189,6 +232,8 @@ class ServiceRunner:
             sock = bind_tcp_socket(server.tcp.host, server.tcp.port)
             await web.SockSite(self._runner, sock).start()
             self.tcp_address = sock.getsockname()[:2]
+        if self.tcp_address:
+            _warn_if_exposed(self.tcp_address)
         log.info(
             "listening on %s%s%s",
             self.state.socket_path,
