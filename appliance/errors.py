@@ -19,6 +19,7 @@ service turns them into JSON with :attr:`ApplianceError.http_status`.
     │   └── InsufficientTPUMemory    the device could not allocate what the model needs
     ├── ServiceError
     │   ├── ServiceUnavailable       the service is loading, failed or not reachable
+    │   │   └── ServiceStopping      the service stopped before the request was done (drain timeout)
     │   ├── QueueFull                too many requests are waiting
     │   └── RequestCancelled         the client went away or the deadline passed
     │       └── DeadlineExceeded     the request's deadline passed (queued or generating)
@@ -54,6 +55,7 @@ __all__ = [
     "QueueFull",
     "RequestCancelled",
     "ServiceError",
+    "ServiceStopping",
     "ServiceUnavailable",
     "UnsupportedBoard",
 ]
@@ -149,6 +151,10 @@ class ServiceError(ApplianceError):
 
 class ServiceUnavailable(ServiceError):
     code = "service_unavailable"
+
+
+class ServiceStopping(ServiceUnavailable):
+    code = "stopping"
 
 
 class QueueFull(ServiceError):

@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from appliance.errors import ApplianceError, ModelNotFound
+from appliance.errors import ApplianceError, ModelNotFound, ServiceStopping
 from appliance.generation.types import (
     Finished,
     GenerationEvent,
@@ -57,6 +57,8 @@ async def start_job(
     events = state.scheduler.events(job)
     try:
         first = await events.__anext__()
+    except StopAsyncIteration:  # the job was dropped without a word: still a clear answer, never a 500
+        raise ServiceStopping("the request was cancelled before it started") from None
     except BaseException:
         state.scheduler.cancel(job)
         raise
@@ -145,8 +147,16 @@ async def ollama_chat(request: web.Request) -> web.StreamResponse:
                 else:
                     chunk = _ollama_final(name, event, "")
                 await resp.write(json.dumps(chunk).encode() + b"\n")
-        except ApplianceError as err:
-            await resp.write(json.dumps(error_body(err, openai=False)).encode() + b"\n")
+        except ApplianceError as err:  # the last line: done, with a done_reason that says why
+            last: dict[str, Any] = {
+                "model": name,
+                "created_at": _now_iso(),
+                "message": {"role": "assistant", "content": ""},
+                "done": True,
+                "done_reason": err.code,
+                **error_body(err, openai=False),
+            }
+            await resp.write(json.dumps(last).encode() + b"\n")
         await resp.write_eof()
         return resp
     except ConnectionResetError:  # the client left mid-stream: nothing to tell it; the job stops below

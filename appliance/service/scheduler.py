@@ -71,6 +71,7 @@ class Job:
     state: str = "queued"  # queued | running | done
     cancel_event: threading.Event = field(default_factory=threading.Event)
     items: asyncio.Queue[Item] = field(default_factory=asyncio.Queue)
+    stop_error: ApplianceError | None = None  # why a running job was cut short (instead of its Finished)
 
     @property
     def cancelled(self) -> bool:
@@ -202,10 +203,15 @@ class Scheduler:
             return False
         return True
 
-    def cancel_all(self) -> None:
+    def cancel_all(self, error: ApplianceError | None = None) -> None:
+        """Cancel every job; with ``error`` each one ends with it, so that its client is told why
+        (a queued one before any text, a running one instead of a final record that looks complete)."""
         for job in list(self._waiting.values()):
+            if error is not None:
+                job.items.put_nowait(error)
             self.cancel(job)
         if self._running is not None:
+            self._running.stop_error = error
             self._running.cancel_event.set()
 
     def shutdown(self) -> None:
@@ -257,6 +263,9 @@ class Scheduler:
                     self._account(event)
                     if event.done_reason == "cancelled" and not job.cancelled:
                         self._post(job, _deadline_error(job, queued=False))
+                        continue
+                    if event.done_reason == "cancelled" and job.stop_error is not None:
+                        self._post(job, job.stop_error)
                         continue
                 self._post(job, event)
         except ApplianceError as exc:

@@ -23,7 +23,7 @@ from aiohttp import web
 
 from appliance.config.loader import LoadedConfig
 from appliance.config.schema import ModelSection
-from appliance.errors import ApplianceError, ConfigError, ModelLoadError, ServiceError
+from appliance.errors import ApplianceError, ConfigError, ModelLoadError, ServiceError, ServiceStopping
 from appliance.models.loader import LoadedModel, load_model
 from appliance.service import systemd_integration as sd
 from appliance.service.app import create_app
@@ -298,7 +298,13 @@ class ServiceRunner:
             log.warning(
                 "drain timeout: cancelling %d queued and the running request", self.scheduler.queue_depth
             )
-            self.scheduler.cancel_all()
+            self.scheduler.cancel_all(
+                ServiceStopping(
+                    f"the service is stopping: the request was cancelled after the drain timeout "
+                    f"({self.config.scheduler.drain_timeout_s:g} s)",
+                    hint="send it again when the service is back (GET /health answers 200)",
+                )
+            )
             await self.scheduler.wait_idle(5.0)
         for task in self._tasks:
             task.cancel()
