@@ -30,6 +30,8 @@ class TokenizerBackend(Protocol):
     def decode(self, ids: Sequence[int]) -> str: ...
     def token_to_id(self, token: str) -> int | None: ...
     def min_tokens(self, text: str) -> int: ...
+    def special_tokens(self) -> frozenset[str]: ...
+    def encode_literal(self, text: str) -> list[int]: ...
     @property
     def vocab_size(self) -> int: ...
 
@@ -62,6 +64,9 @@ class _FastBackend:
                     f"{path} is not a valid tokenizer: {exc}", hint="reinstall the model's tokenizer files"
                 ) from None
         self._bytes_per_token = _bound_from_vocab(self._tok.get_vocab(with_added_tokens=True))
+        added = self._tok.get_added_tokens_decoder().values()
+        self._special = frozenset(str(t.content) for t in added if t.special)
+        self._literal: Any = None  # a copy that reads special tokens in text as text, made when needed
 
     def encode(self, text: str) -> list[int]:
         return list(self._tok.encode(text, add_special_tokens=False).ids)
@@ -72,6 +77,19 @@ class _FastBackend:
     def min_tokens(self, text: str) -> int:
         """A lower bound of len(encode(text)), without tokenizing."""
         return len(text.encode("utf-8", "surrogatepass")) // self._bytes_per_token
+
+    def special_tokens(self) -> frozenset[str]:
+        """The special added tokens encode() turns into their ids when it meets their text."""
+        return self._special
+
+    def encode_literal(self, text: str) -> list[int]:
+        """``text`` as plain text: special tokens written in it are split like any other text."""
+        if self._literal is None:
+            from tokenizers import Tokenizer
+
+            self._literal = Tokenizer.from_str(self._tok.to_str())
+            self._literal.encode_special_tokens = True
+        return list(self._literal.encode(text, add_special_tokens=False).ids)
 
     def token_to_id(self, token: str) -> int | None:
         value = self._tok.token_to_id(token)
@@ -101,6 +119,12 @@ class _TransformersBackend:
 
     def min_tokens(self, text: str) -> int:
         return len(text.encode("utf-8", "surrogatepass")) // self._bytes_per_token
+
+    def special_tokens(self) -> frozenset[str]:
+        return frozenset(str(t) for t in self._tok.all_special_tokens)
+
+    def encode_literal(self, text: str) -> list[int]:
+        return list(self._tok.encode(text, add_special_tokens=False, split_special_tokens=True))
 
     def decode(self, ids: Sequence[int]) -> str:
         return str(self._tok.decode(list(ids), skip_special_tokens=False))
@@ -218,6 +242,14 @@ class ChatTokenizer:
     def min_tokens(self, text: str) -> int:
         """At most this many tokens fewer than encode(text) gives; costs one UTF-8 encode, no tokenizing."""
         return self.backend.min_tokens(text)
+
+    def special_tokens(self) -> frozenset[str]:
+        """Texts encode() turns into control ids (what content must never produce)."""
+        return self.backend.special_tokens()
+
+    def encode_literal(self, text: str) -> list[int]:
+        """Encode ``text`` so that control-token text in it stays text."""
+        return self.backend.encode_literal(text)
 
     @property
     def vocab_size(self) -> int:
