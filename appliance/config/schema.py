@@ -100,6 +100,11 @@ class TcpSection(_Section):
     enabled: bool = Field(False, description="also listen on TCP (for openai/ollama clients off the box)")
     host: str = Field("127.0.0.1", description="address to bind; 0.0.0.0 exposes the API to the network")
     port: int = Field(11435, ge=0, le=65535, description="TCP port (0: any free port, for tests)")
+    max_connections: int = Field(
+        256,
+        ge=1,
+        description="open TCP connections at most; more get 503 at once (the Unix socket has its own)",
+    )
     token_file: str = Field(
         "/etc/llm-tpu/api-token",
         description="file holding the bearer token every TCP request except /health must send",
@@ -118,6 +123,15 @@ class ServerSection(_Section):
     )
     max_body_bytes: int = Field(
         4 * 1024 * 1024, ge=1024, description="largest request body accepted; larger ones get 413"
+    )
+    max_connections: int = Field(
+        1024, ge=1, description="open connections on the Unix socket at most; more get 503 at once"
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="a connection must send its request headers within this time, or is closed"
+    )
+    idle_timeout_s: float = Field(
+        30.0, gt=0, description="an idle keep-alive connection is closed after this time"
     )
     tcp: TcpSection = Field(default_factory=TcpSection)  # type: ignore[arg-type]
 

@@ -27,6 +27,7 @@ from appliance.errors import ApplianceError, ConfigError, ModelLoadError, Servic
 from appliance.models.loader import LoadedModel, load_model
 from appliance.service import systemd_integration as sd
 from appliance.service.app import create_app
+from appliance.service.connection_guard import CappedSockSite, ListenerGuard
 from appliance.service.metrics import ServiceMetrics
 from appliance.service.scheduler import Scheduler
 from appliance.service.state import DeviceProbe, ServiceState, device_nodes
@@ -220,17 +221,26 @@ class ServiceRunner:
             self._own_socket = path
         self.state.socket_path = Path(unix_socks[0].getsockname() or "")
         app = create_app(self.state)
-        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=5.0)
+        self._runner = web.AppRunner(
+            app,
+            handler_cancellation=True,
+            access_log=None,
+            shutdown_timeout=5.0,
+            keepalive_timeout=server.idle_timeout_s,
+        )
         await self._runner.setup()
+        # One guard per listener: idle TCP clients can use up TCP's share, never the Unix socket's.
+        local = ListenerGuard("unix socket", server.max_connections, server.header_timeout_s)
+        remote = ListenerGuard("tcp", server.tcp.max_connections, server.header_timeout_s)
         for sock in unix_socks:
-            await web.SockSite(self._runner, sock).start()
+            await CappedSockSite(self._runner, sock, local).start()
         if tcp_socks:
             for sock in tcp_socks:
-                await web.SockSite(self._runner, sock).start()
+                await CappedSockSite(self._runner, sock, remote).start()
             self.tcp_address = tcp_socks[0].getsockname()[:2]
         elif server.tcp.enabled:
             sock = bind_tcp_socket(server.tcp.host, server.tcp.port)
-            await web.SockSite(self._runner, sock).start()
+            await CappedSockSite(self._runner, sock, remote).start()
             self.tcp_address = sock.getsockname()[:2]
         if self.tcp_address:
             _warn_if_exposed(self.tcp_address)
