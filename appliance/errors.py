@@ -16,6 +16,7 @@ service turns them into JSON with :attr:`ApplianceError.http_status`.
     │   └── ModelLoadError           the engine could not load a model
     ├── EngineError                  a runtime call failed while running a model
     │   ├── EngineUnavailable        the engine cannot run on this machine (no TPU, no sail, no torch)
+    │   ├── EngineStalled            a device call made no progress for engine.stall_timeout_s
     │   └── InsufficientTPUMemory    the device could not allocate what the model needs
     ├── ServiceError
     │   ├── ServiceUnavailable       the service is loading, failed or not reachable
@@ -42,6 +43,7 @@ __all__ = [
     "DeadlineExceeded",
     "DownloadError",
     "EngineError",
+    "EngineStalled",
     "EngineUnavailable",
     "InsufficientTPUMemory",
     "InvalidModelName",
@@ -132,6 +134,11 @@ class EngineError(ApplianceError):
 class EngineUnavailable(EngineError):
     http_status = 503
     code = "engine_unavailable"
+
+
+class EngineStalled(EngineError):
+    http_status = 503
+    code = "engine_stalled"
 
 
 class InsufficientTPUMemory(EngineError):

@@ -61,6 +61,9 @@ class ScriptedSection(_Section):
     )
     step_delay_ms: float = Field(0.0, ge=0, description="sleep per generated token, simulating a device")
     prefill_delay_ms: float = Field(0.0, ge=0, description="sleep per prefilled token")
+    wedge_after_tokens: int | None = Field(
+        None, ge=0, description="hang forever in the device call after this many tokens (stall tests)"
+    )
 
 
 class ModelSection(_Section):
@@ -170,6 +173,15 @@ class SchedulerSection(_Section):
     retry_after_s: int = Field(2, ge=1, description="Retry-After seconds sent with 503 busy and loading")
 
 
+class EngineSection(_Section):
+    stall_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="a request making no progress (no token, no prefill) this long means a wedged engine "
+        "call: /health turns 503, waiting clients get an error and the watchdog stops so systemd restarts",
+    )
+
+
 class GenerationDefaults(_Section):
     max_tokens: int = Field(1024, ge=1, description="tokens generated when a request gives no limit")
     temperature: float = Field(
@@ -191,6 +203,7 @@ class ApplianceConfig(_Section):
     model: ModelSection = Field(default_factory=ModelSection)  # type: ignore[arg-type]
     server: ServerSection = Field(default_factory=ServerSection)  # type: ignore[arg-type]
     scheduler: SchedulerSection = Field(default_factory=SchedulerSection)  # type: ignore[arg-type]
+    engine: EngineSection = Field(default_factory=EngineSection)  # type: ignore[arg-type]
     generation: GenerationDefaults = Field(default_factory=GenerationDefaults)  # type: ignore[arg-type]
     logging: LoggingSection = Field(default_factory=LoggingSection)  # type: ignore[arg-type]
     provisioning: ProvisioningSettings = Field(default_factory=ProvisioningSettings)  # type: ignore[arg-type]

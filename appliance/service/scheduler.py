@@ -98,6 +98,7 @@ class Scheduler:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._idle = asyncio.Event()
         self._idle.set()
+        self._progress_at = time.monotonic()  # written by the engine thread at each step of a job
         self._thread = threading.Thread(target=self._work, name="llm-engine", daemon=True)
         self._thread.start()
 
@@ -109,6 +110,22 @@ class Scheduler:
     @property
     def busy(self) -> bool:
         return self._running is not None
+
+    def stalled_for(self) -> float:
+        """Seconds the running job has gone without progress (0 when nothing runs)."""
+        if self._running is None:
+            return 0.0
+        return max(0.0, time.monotonic() - self._progress_at)
+
+    def fail_all(self, error: ApplianceError) -> None:
+        """End every job with ``error`` from the loop side (the engine thread may never answer again)."""
+        for job in [*self._waiting.values(), *([self._running] if self._running else [])]:
+            job.cancel_event.set()
+            job.items.put_nowait(error)
+            job.items.put_nowait(_END)
+        self._waiting.clear()
+        self._running = None
+        self._changed()
 
     @property
     def generator(self) -> ChatGenerator | None:
@@ -224,6 +241,7 @@ class Scheduler:
         self._loop.call_soon_threadsafe(job.items.put_nowait, item)
 
     def _started(self, job: Job) -> None:
+        self._progress_at = time.monotonic()
         self._waiting.pop(job.id, None)
         self._running = job
         job.state = "running"
@@ -254,7 +272,9 @@ class Scheduler:
         last = job.submitted
         first = True
         try:
+            self._progress_at = time.monotonic()
             for event in generator.generate(job.messages, job.options, should_stop=should_stop):
+                self._progress_at = time.monotonic()
                 if isinstance(event, TextDelta):
                     now = time.monotonic()
                     (self.metrics.ttft if first else self.metrics.token_latency).observe(now - last)

@@ -253,7 +253,7 @@ class ErrorBody(BaseModel):
 
 
 class HealthBody(BaseModel):
-    status: Literal["ok", "loading", "failed", "stopping"]
+    status: Literal["ok", "loading", "failed", "stalled", "stopping"]
     reason: str | None = None
     hint: str | None = None
 

@@ -23,7 +23,14 @@ from aiohttp import web
 
 from appliance.config.loader import LoadedConfig
 from appliance.config.schema import ModelSection
-from appliance.errors import ApplianceError, ConfigError, ModelLoadError, ServiceError, ServiceStopping
+from appliance.errors import (
+    ApplianceError,
+    ConfigError,
+    EngineStalled,
+    ModelLoadError,
+    ServiceError,
+    ServiceStopping,
+)
 from appliance.models.loader import LoadedModel, load_model
 from appliance.service import systemd_integration as sd
 from appliance.service.app import create_app
@@ -254,8 +261,11 @@ class ServiceRunner:
         sd.notify(f"STATUS=loading model {self.config.model.ref} ({self.config.model.engine})")
         interval = sd.watchdog_interval()
         if interval:
-            self._tasks.append(asyncio.create_task(sd.watchdog_loop(interval)))
+            # a stalled engine stops the pings: systemd restarts the service (WatchdogSec)
+            healthy = lambda: self.state.phase != "stalled"  # noqa: E731
+            self._tasks.append(asyncio.create_task(sd.watchdog_loop(interval, healthy)))
         self._tasks.append(asyncio.create_task(self._load()))
+        self._tasks.append(asyncio.create_task(self._watch_engine()))
 
     async def _load(self) -> None:
         section = self.config.model
@@ -285,6 +295,30 @@ class ServiceRunner:
         sd.notify("READY=1", f"STATUS=ready: {model.name}")
         self.loaded.set()
 
+    async def _watch_engine(self) -> None:
+        """Notice a device call that never returns: the engine thread reports progress at every step."""
+        limit = self.config.engine.stall_timeout_s
+        while True:
+            await asyncio.sleep(min(1.0, limit / 4))
+            stalled = self.scheduler.stalled_for()
+            if self.state.phase == "ready" and stalled > limit:
+                self._stalled(stalled)
+                return
+
+    def _stalled(self, seconds: float) -> None:
+        err = EngineStalled(
+            f"the engine made no progress for {seconds:.0f} s (engine.stall_timeout_s is "
+            f"{self.config.engine.stall_timeout_s:g}): a device call is wedged; the service stops its "
+            "watchdog so that systemd restarts it",
+            hint="if it repeats: journalctl -u llm-tpu, check the TPU with bm-smi, and reboot the box",
+        )
+        self.state.failure = err
+        self.state.phase = "stalled"
+        self.metrics.model_state.state("stalled")
+        log.error("%s", err.message)
+        sd.notify(f"STATUS=error: {err.message}")
+        self.scheduler.fail_all(err)
+
     def _failed(self, err: ApplianceError) -> None:
         self.state.failure = err
         self.state.phase = "failed"
@@ -300,10 +334,11 @@ class ServiceRunner:
         if self.state.phase == "stopping":
             await self.stopped.wait()
             return
+        wedged = self.state.phase == "stalled"  # nothing to drain, and the engine thread cannot close
         self.state.phase = "stopping"
         self.metrics.model_state.state("stopping")
         sd.notify("STOPPING=1", "STATUS=stopping: draining requests")
-        drained = await self.scheduler.wait_idle(self.config.scheduler.drain_timeout_s)
+        drained = wedged or await self.scheduler.wait_idle(self.config.scheduler.drain_timeout_s)
         if not drained:
             log.warning(
                 "drain timeout: cancelling %d queued and the running request", self.scheduler.queue_depth
@@ -320,7 +355,7 @@ class ServiceRunner:
             task.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
-        if self.state.model is not None:
+        if self.state.model is not None and not wedged:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.scheduler.run_on_engine_thread(self.state.model.close), 10)
         self.scheduler.shutdown()
