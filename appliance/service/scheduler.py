@@ -266,8 +266,10 @@ class Scheduler:
             return
         self._loop.call_soon_threadsafe(self._started, job)
 
-        def should_stop() -> bool:
-            return job.cancel_event.is_set() or time.monotonic() > job.deadline
+        def should_stop() -> bool:  # asked at every token and every prefill chunk: that is progress
+            now = time.monotonic()
+            self._progress_at = now
+            return job.cancel_event.is_set() or now > job.deadline
 
         last = job.submitted
         first = True
