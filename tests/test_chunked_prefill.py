@@ -12,6 +12,7 @@ from pathlib import Path
 from support.service import InProcessService, curl, in_process
 
 from appliance.generation.loop import PREFILL_CHUNK
+from appliance.generation.types import GenerationOptions, Message
 
 DELAY_MS = 5.0  # per prefilled token: a 1,000-token prompt takes 5 s unchunked
 
@@ -51,11 +52,9 @@ def test_a_client_leaving_stops_prefill_within_one_chunk(tmp_path: Path) -> None
         assert proc.returncode == 28  # curl gave up: the client left 0.5 s into the prefill
         held = _wait_idle(svc)
         prefilled = svc.engine.prefilled_tokens
-        total = len(
-            svc.runner.state.model.generator.prompt_ids(  # type: ignore[union-attr]
-                [{"role": "user", "content": _long_prompt()}], _options()
-            )
-        )
+        generator = svc.runner.state.model.generator  # type: ignore[union-attr]
+        prompt = [Message("user", _long_prompt())]
+        total = len(generator.prompt_ids(prompt, GenerationOptions(max_new_tokens=4)))
         print(
             f"\nclient left after 0.5 s; engine free {held:.2f} s later; prefilled {prefilled} of {total} tokens"
         )
@@ -89,9 +88,3 @@ def test_a_deadline_during_prefill_ends_it(tmp_path: Path) -> None:
         _wait_idle(svc)
         assert svc.engine.prefill_calls >= 2  # chunks ran until the deadline, then it stopped
         assert svc.engine.prefilled_tokens < 1.5 / (DELAY_MS / 1000) + PREFILL_CHUNK
-
-
-def _options():  # type: ignore[no-untyped-def]
-    from appliance.generation.types import GenerationOptions
-
-    return GenerationOptions(max_new_tokens=4)
