@@ -13,7 +13,15 @@ import threading
 import time
 from pathlib import Path
 
-from support.service import LLM_TPU, curl, scripted_settings, serve_env, wait_healthy, write_config
+from support.service import (
+    LLM_TPU,
+    curl,
+    notify_listener,
+    scripted_settings,
+    serve_env,
+    wait_healthy,
+    write_config,
+)
 
 STALL_S = 1.5
 
@@ -48,9 +56,7 @@ class Notifications:
 
 
 def test_wedged_engine_turns_health_503_and_stops_the_watchdog(tmp_path: Path) -> None:
-    notify_path = tmp_path / "notify.sock"
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    listener.bind(str(notify_path))
+    notify_path, listener = notify_listener(tmp_path)
     sock_path = tmp_path / "llm.sock"
     settings = scripted_settings(
         sock_path,
