@@ -8,16 +8,19 @@ service turns them into JSON with :attr:`ApplianceError.http_status`.
     ApplianceError
     ├── ConfigError                  bad config file, key or value
     ├── InvalidRequest               malformed chat request (empty messages, bad role, bad option)
-    │   └── ContextOverflow          the new message alone does not fit the model's context
+    │   ├── ContextOverflow          the new message alone does not fit the model's context
+    │   └── InvalidModelName         a model name outside the grammar of appliance/models/names.py
     ├── ModelError
     │   ├── ModelNotFound            no such model in the store / no such file
     │   ├── ModelFormatError         a file is not what it claims (truncated, garbage, encrypted)
     │   └── ModelLoadError           the engine could not load a model
     ├── EngineError                  a runtime call failed while running a model
     │   ├── EngineUnavailable        the engine cannot run on this machine (no TPU, no sail, no torch)
+    │   ├── EngineStalled            a device call made no progress for engine.stall_timeout_s
     │   └── InsufficientTPUMemory    the device could not allocate what the model needs
     ├── ServiceError
     │   ├── ServiceUnavailable       the service is loading, failed or not reachable
+    │   │   └── ServiceStopping      the service stopped before the request was done (drain timeout)
     │   ├── QueueFull                too many requests are waiting
     │   └── RequestCancelled         the client went away or the deadline passed
     │       └── DeadlineExceeded     the request's deadline passed (queued or generating)
@@ -25,6 +28,7 @@ service turns them into JSON with :attr:`ApplianceError.http_status`.
     └── ProvisioningError            TPU memory layout, memory_edit, model install, first boot
         ├── LayoutDoesNotFit         no layout within the board's maxima holds the model
         ├── BootImageError           the produced boot image failed verification
+        ├── UnsupportedBoard         not a BM1684X box (e.g. a BM1688 SE9): no layout is planned
         └── DownloadError            a model download failed (network, checksum, disk)
 """
 
@@ -39,8 +43,10 @@ __all__ = [
     "DeadlineExceeded",
     "DownloadError",
     "EngineError",
+    "EngineStalled",
     "EngineUnavailable",
     "InsufficientTPUMemory",
+    "InvalidModelName",
     "InvalidRequest",
     "LayoutDoesNotFit",
     "ModelError",
@@ -51,7 +57,9 @@ __all__ = [
     "QueueFull",
     "RequestCancelled",
     "ServiceError",
+    "ServiceStopping",
     "ServiceUnavailable",
+    "UnsupportedBoard",
     "error_class",
 ]
 
@@ -94,6 +102,10 @@ class ContextOverflow(InvalidRequest):
     code = "context_length_exceeded"
 
 
+class InvalidModelName(InvalidRequest):
+    code = "invalid_model_name"
+
+
 class ModelError(ApplianceError):
     code = "model_error"
 
@@ -125,6 +137,11 @@ class EngineUnavailable(EngineError):
     code = "engine_unavailable"
 
 
+class EngineStalled(EngineError):
+    http_status = 503
+    code = "engine_stalled"
+
+
 class InsufficientTPUMemory(EngineError):
     http_status = 503
     code = "insufficient_tpu_memory"
@@ -142,6 +159,10 @@ class ServiceError(ApplianceError):
 
 class ServiceUnavailable(ServiceError):
     code = "service_unavailable"
+
+
+class ServiceStopping(ServiceUnavailable):
+    code = "stopping"
 
 
 class QueueFull(ServiceError):
@@ -168,6 +189,11 @@ class LayoutDoesNotFit(ProvisioningError):
 
 class BootImageError(ProvisioningError):
     code = "boot_image_error"
+
+
+class UnsupportedBoard(ProvisioningError):
+    exit_code = 2
+    code = "unsupported_board"
 
 
 class DownloadError(ProvisioningError):

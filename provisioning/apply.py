@@ -14,15 +14,19 @@ at any point leaves ``/boot`` with the old or the new image, never a half-writte
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from appliance.atomic import sha256_file
 from appliance.config.provisioning import ProvisioningSettings
-from appliance.errors import BootImageError, ProvisioningError
+from appliance.errors import BootImageError, ProvisioningError, UnsupportedBoard
 from provisioning import fit_image, ion, memory_edit
+from provisioning.board import dts_name as booted_dts_name
+from provisioning.board import unsupported_board
 from provisioning.layout import MemoryLayout
 from provisioning.plan import LayoutPlan
 from provisioning.state import (
@@ -31,6 +35,7 @@ from provisioning.state import (
     atomic_copy,
     boot_id,
     cleanup_temp_files,
+    clear_reboot_required,
     mark_reboot_required,
     now_iso,
 )
@@ -71,6 +76,34 @@ def boot_image_path(settings: ProvisioningSettings) -> str:
         "no boot image: neither /boot/emmcboot.itb nor /boot/boot.itb exists",
         hint="this is not a Sophgo SoC box, or /boot is not mounted",
     )
+
+
+def _check_writable(system_path: str, target: Path) -> None:
+    """Refuse before any work when the boot image's directory cannot take a new file."""
+    where = target.parent
+    if os.access(where, os.W_OK):
+        return
+    readonly = bool(os.statvfs(where).f_flag & os.ST_RDONLY)
+    why = "is mounted read-only" if readonly else "is not writable by this user"
+    raise ProvisioningError(
+        f"{Path(system_path).parent} ({where}) {why}: cannot install a boot image; nothing was changed",
+        hint=f"remount it read-write (mount -o remount,rw {Path(system_path).parent}) and run the command "
+        "again as root",
+    )
+
+
+def _check_current_image(target: Path) -> None:
+    """memory_edit.sh recomputes the checksums over whatever it unpacks: a damaged kernel would be staged
+    with fresh, matching checksums. Refuse to edit an image that does not verify as it is."""
+    try:
+        fit_image.check_integrity(target)
+    except BootImageError as err:
+        raise BootImageError(
+            f"the current boot image {target} is damaged ({err.message}); refusing to edit it, "
+            "nothing was changed",
+            hint="restore a good boot image first (`llm-tpu provision rollback`, or the vendor's "
+            "recovery image), then apply again",
+        ) from None
 
 
 def recover(settings: ProvisioningSettings) -> list[str]:
@@ -119,6 +152,8 @@ def apply_plan(
     model: str | None = None,
     fault: Fault | None = None,
 ) -> ApplyResult:
+    if why := unsupported_board(settings):
+        raise UnsupportedBoard(why)
     state = ProvisionState(settings)
     notes = recover(settings)
     pending = state.pending()
@@ -140,6 +175,8 @@ def apply_plan(
 
     system_path = pending.boot_image if pending else boot_image_path(settings)
     target = settings.path(system_path)
+    _check_writable(system_path, target)
+    _check_current_image(target)
     workdir = state.dir / "work"
     result = memory_edit.run_configure(settings, plan.layout, workdir)
     if settings.path(result.install_path) != target:
@@ -195,24 +232,50 @@ def rollback(settings: ProvisioningSettings, *, reason: str = "requested") -> st
     recover(settings)
     pending = state.pending()
     if pending is not None:
-        backup, target = settings.path(pending.backup), settings.path(pending.boot_image)
+        system_path = pending.boot_image
+        backup = settings.path(pending.backup)
         rebooted = pending.boot_id != boot_id(settings)
     else:
         backups = sorted(state.backup_dir.glob("*.itb.*")) if state.backup_dir.is_dir() else []
         if not backups:
             raise ProvisioningError("nothing to roll back: no pending change and no backup")
         backup = backups[-1]
-        target = settings.path(boot_image_path(settings))
+        system_path = boot_image_path(settings)
         rebooted = True
+    target = settings.path(system_path)
     if not backup.is_file():
         raise ProvisioningError(f"the backup {backup} is missing", hint="restore the boot image by hand")
+    _check_writable(system_path, target)
     fit_image.check_integrity(backup)
     atomic_copy(backup, target)
     state.clear_pending()
     if rebooted:
         mark_reboot_required(settings)
+    else:  # the staged change never ran: the box needs no reboot any more
+        clear_reboot_required(settings)
+    if pending is None:
+        _record_rolled_back(settings, state, backup)
     state.log("rolled-back", backup=str(backup), reason=reason)
     return f"restored {backup.name} to {target}" + ("; reboot to use it" if rebooted else "")
+
+
+def _record_rolled_back(settings: ProvisioningSettings, state: ProvisionState, backup: Path) -> None:
+    """A committed change was rolled back: committed.json now describes the restored image."""
+    committed = state.committed() or {}
+    try:
+        restored = fit_image.boot_image_layout(backup, booted_dts_name(settings)).as_dict()
+    except ProvisioningError:
+        restored = None
+    state.write(
+        "committed.json",
+        {
+            "layout": restored,
+            "model": None,
+            "time": now_iso(),
+            "rolled_back_from": committed.get("layout"),
+            "note": "restored by rollback; takes effect after a reboot",
+        },
+    )
 
 
 def reboot(settings: ProvisioningSettings) -> None:

@@ -14,7 +14,7 @@ from provisioning import ion, memory_edit
 from provisioning.layout import BoardInfo, HeapInfo, MemoryLayout
 from provisioning.plan import cpu_memory_mib
 
-__all__ = ["BoardState", "dts_name", "read_board", "tpu_status"]
+__all__ = ["BoardState", "dts_name", "read_board", "tpu_status", "unsupported_board"]
 
 
 def dts_name(settings: ProvisioningSettings) -> str | None:
@@ -27,6 +27,20 @@ def dts_name(settings: ProvisioningSettings) -> str | None:
         )
     except OSError:
         return None
+
+
+def unsupported_board(settings: ProvisioningSettings) -> str | None:
+    """``unsupported board: <why>`` when the box is known not to be a BM1684X one, else None."""
+    name = dts_name(settings)
+    for tag, chip in memory_edit.OTHER_CHIPS.items():
+        if name and tag in name.lower():
+            return f"unsupported board: the box runs device tree {name}, a {chip} (SE9-class) board; {memory_edit.SUPPORTED}"
+    if settings.path("/boot/boot.itb").is_file() and not settings.path("/boot/emmcboot.itb").is_file():
+        return (
+            "unsupported board: the boot image is /boot/boot.itb, as on BM1688/CV186 boards "
+            f"(BM1684X boxes boot /boot/emmcboot.itb); {memory_edit.SUPPORTED}"
+        )
+    return None
 
 
 @dataclass(frozen=True)

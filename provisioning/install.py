@@ -20,6 +20,7 @@ from appliance.atomic import remove_directory, remove_stale_staging, staged_dire
 from appliance.errors import DownloadError, ModelNotFound
 from appliance.models.directory import build_manifest, check_tokenizer, file_role
 from appliance.models.manifest import MANIFEST_NAME, ModelManifest, read_manifest, write_manifest
+from appliance.models.names import check_model_name, derive_model_name
 from provisioning.catalog import CatalogEntry
 
 __all__ = ["import_model", "install_files", "remove_model", "store_root"]
@@ -75,6 +76,7 @@ def install_files(
     ``extra`` goes into the manifest's ``extra``. ``require_tokenizer``: refuse, before anything is installed, when the result holds no tokenizer
     that loads (a bare .bmodel cannot chat).
     """
+    check_model_name(name)
     root = root or store_root()
     with _staged(root, name, f"install {name}") as staging:
         for archive in archives or []:
@@ -101,13 +103,18 @@ def _not_tokenizer(directory: str, names: list[str]) -> set[str]:
 
 
 def import_model(src: Path, name: str | None = None, *, root: Path | None = None) -> Path:
-    """Copy a directory (with or without a manifest) or a single .bmodel into the store."""
+    """Copy a directory (with or without a manifest) or a single .bmodel into the store.
+
+    ``name`` is checked against the name grammar; without one it is derived from the source's name.
+    """
+    if name is not None:
+        check_model_name(name)
     if not src.exists():
         raise ModelNotFound(f"{src} does not exist")
     if src.is_file():
-        return install_files(name or src.stem, [src], source=str(src), root=root)
+        return install_files(name or derive_model_name(src.stem), [src], source=str(src), root=root)
     base = read_manifest(src) if (src / MANIFEST_NAME).is_file() else None
-    name = name or (base.name if base else src.name)
+    name = name or derive_model_name(base.name if base else src.name)
     root = root or store_root()
     with _staged(root, name, f"import {src}") as staging:
         shutil.copytree(src, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns(MANIFEST_NAME, ".*"))
@@ -135,6 +142,7 @@ def _staged(root: Path, name: str, action: str) -> Iterator[Path]:
 
 
 def remove_model(name: str, *, root: Path | None = None) -> Path:
+    check_model_name(name)
     root = root or store_root()
     dest = root / name
     if not (dest / MANIFEST_NAME).is_file():

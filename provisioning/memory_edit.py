@@ -22,7 +22,7 @@ from pathlib import Path
 
 from appliance.atomic import sha256_file
 from appliance.config.provisioning import ProvisioningSettings
-from appliance.errors import ProvisioningError
+from appliance.errors import ProvisioningError, UnsupportedBoard
 from provisioning.download import download_file
 from provisioning.layout import HeapLimits, MemoryLayout
 
@@ -47,6 +47,9 @@ KNOWN_MEMORY_EDIT_PATHS: tuple[str, ...] = (
 )
 
 SCRIPT_NAME = "memory_edit.sh"
+SUPPORTED = "llm-tpu-appliance plans TPU memory for BM1684X boxes (SE7, SM7, Airbox) only"
+# Device tree name fragments of boards whose memory this appliance must not plan.
+OTHER_CHIPS = {"bm1688": "BM1688", "cv186": "CV186AH"}
 _SIZE = re.compile(r"^Info: (max|now) (npu|vpu|vpp|npu\+vpp) size: (0x[0-9a-fA-F]+) \[(\d+) MiB\]\s*$")
 _DDR = re.compile(r"^Info: (ddr\d+_size) (\d+) Byte \[(\d+) MiB\]\s*$")
 _DDR_TOTAL = re.compile(r"^Info: ddr_size (\d+) MiB\s*$")
@@ -102,6 +105,7 @@ def parse_print_output(text: str) -> MemoryEditReport:
             dts = m[1]
         elif m := _VERSION.match(line):
             version = m[1]
+    _refuse_other_chips(maxima, dts)
     missing = [f"max {h}" for h in ("npu", "vpu", "vpp") if h not in maxima]
     missing += [f"now {h}" for h in ("npu", "vpu", "vpp") if h not in now]
     if missing:
@@ -117,6 +121,20 @@ def parse_print_output(text: str) -> MemoryEditReport:
         ddr_mib=ddr,
         dts_file=dts,
         version=version,
+    )
+
+
+def _refuse_other_chips(maxima: dict[str, int], dts: str | None) -> None:
+    """A BM1688/CV186 box reports one shared ``npu+vpp`` heap and its own device trees."""
+    chip = next((c for t, c in OTHER_CHIPS.items() if t in (dts or "").lower()), None)
+    if chip is None and "npu+vpp" not in maxima:
+        return
+    what = f"device tree {Path(dts).name}" if dts else "no device tree"
+    shared = ", one shared npu+vpp heap" if "npu+vpp" in maxima else ""
+    raise UnsupportedBoard(
+        f"unsupported board: memory_edit.sh -p reports a {chip or 'BM1688/CV186'} board ({what}{shared}); "
+        + SUPPORTED,
+        hint="run the appliance on a BM1684X box; this board's memory layout is not planned or changed",
     )
 
 

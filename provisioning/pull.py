@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from appliance.errors import DownloadError
+from appliance.models.names import check_model_name, derive_model_name
 from provisioning.catalog import CatalogEntry, catalog, find_entry
 from provisioning.download import DFSS_HOST, dfss_download, download_file
 from provisioning.install import install_files, store_root
@@ -80,9 +81,11 @@ def pull(
     refused before anything is downloaded, and a tokenizer that does not load is refused before the
     model is installed.
     """
+    if name is not None:
+        check_model_name(name)  # before anything is downloaded
     root = root or store_root()
     entry = find_entry(ref)
-    name = name or (entry.name if entry else _name_from(ref))
+    name = name or (entry.name if entry else derive_model_name(_name_from(ref)))
     weights_ref = entry.dfss if entry else ref
     tok_dir, tok_archive = _tokenizer_plan(tokenizer, entry)
     if weights_ref.endswith(".bmodel") and tok_dir is None and tok_archive is None:

@@ -31,6 +31,7 @@ __all__ = [
     "atomic_copy",
     "boot_id",
     "cleanup_temp_files",
+    "clear_reboot_required",
     "fsync_dir",
     "mark_reboot_required",
     "now_iso",
@@ -93,6 +94,21 @@ def mark_reboot_required(settings: ProvisioningSettings) -> None:
     if PACKAGE not in names:
         with open(pkgs, "a") as fh:
             fh.write(PACKAGE + "\n")
+
+
+def clear_reboot_required(settings: ProvisioningSettings) -> None:
+    """Withdraw our reboot request; the marker stays while another package still asks for a reboot."""
+    marker = settings.path(REBOOT_REQUIRED)
+    pkgs = marker.with_name(marker.name + ".pkgs")
+    names = pkgs.read_text().split() if pkgs.exists() else []
+    if PACKAGE not in names:
+        return  # not our request
+    others = [n for n in names if n != PACKAGE]
+    if others:
+        pkgs.write_text("".join(n + "\n" for n in others))
+        return
+    pkgs.unlink(missing_ok=True)
+    marker.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,9 @@ def snapshot(root: Path) -> dict[str, tuple[int, str]]:
     return {
         str(p.relative_to(root)): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
         for p in sorted(root.rglob("*"))
-        if p.is_file() and not str(p.relative_to(root)).startswith(("build", "opt"))
+        if p.is_file()
+        and not str(p.relative_to(root)).startswith(("build", "opt"))
+        and p.name != "lock"  # provisioning/lock.py: who holds the lock, not state
     }
 
 

@@ -175,6 +175,18 @@ BAD_INPUTS = [
         "not served here",
     ),
     (
+        "/api/chat",
+        b'{"model": "../x", "messages": [{"role": "user", "content": "x"}]}',
+        400,
+        "invalid model name",
+    ),
+    (
+        "/v1/chat/completions",
+        b'{"model": "/etc/passwd", "messages": [{"role": "user", "content": "x"}]}',
+        400,
+        "invalid model name",
+    ),
+    (
         "/v1/chat/completions",
         b'{"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}',
         400,

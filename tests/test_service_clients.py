@@ -26,6 +26,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessServi
     tmp = tmp_path_factory.mktemp("clients")
     token_file = tmp / "token"
     token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o640)
     tcp = {"enabled": True, "host": "127.0.0.1", "port": 0, "token_file": str(token_file)}
     with in_process(tmp, server={"tcp": tcp}, model={"scripted": {"text": SCRIPT}}) as svc:
         yield svc

@@ -203,4 +203,4 @@ def test_stop_cancels_what_does_not_finish_within_the_drain_bound(tmp_path: Path
     svc.stop()
     assert time.monotonic() - t0 < 3
     data = _read_until(s, b'"done": true')
-    assert b'"done_reason": "cancelled"' in data
+    assert b'"done_reason": "stopping"' in data and b'"error": "the service is stopping' in data  # issue 9

@@ -20,6 +20,7 @@ from support.service import (
     LLM_TPU,
     TINY_HF,
     curl,
+    notify_listener,
     scripted_settings,
     serve_env,
     wait_for_socket,
@@ -47,9 +48,7 @@ def _collect(sock: socket.socket, until: str, timeout: float = 120) -> list[str]
 
 
 def test_notify_watchdog_host_engine_and_sigterm(tmp_path: Path) -> None:
-    notify_path = tmp_path / "notify.sock"
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    listener.bind(str(notify_path))
+    notify_path, listener = notify_listener(tmp_path)
     sock_path = tmp_path / "llm.sock"
     cfg = write_config(
         tmp_path,
@@ -172,9 +171,7 @@ def test_serve_errors_are_clear_without_traceback(tmp_path: Path) -> None:
 
 
 def test_failed_load_stays_up_and_says_why(tmp_path: Path) -> None:
-    notify_path = tmp_path / "notify.sock"
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    listener.bind(str(notify_path))
+    notify_path, listener = notify_listener(tmp_path)
     sock_path = tmp_path / "llm.sock"
     cfg = write_config(
         tmp_path,

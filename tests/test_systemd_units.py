@@ -83,6 +83,7 @@ def test_service_contract() -> None:
     assert s["ExecStart"].split()[:2] == [EXEC, "serve"]
     assert s["User"] == s["Group"] == "llm-tpu"
     assert int(s["WatchdogSec"]) > 0 and s["Restart"] == "on-failure"
+    assert int(s["LimitNOFILE"]) >= 4096  # issue 9: above both listeners' connection caps
     assert int(service["Unit"]["StartLimitBurst"]) > 0
     assert s["RuntimeDirectory"] == "llm-tpu" and s["RuntimeDirectoryPreserve"] == "yes"
     assert s["StateDirectory"] == "llm-tpu"

@@ -16,6 +16,7 @@ from appliance.compile.sources import resolve_source
 from appliance.compile.toolchain import TPU_MLIR_VERSION
 from appliance.models.directory import has_tokenizer
 from appliance.models.manifest import ModelManifest
+from appliance.models.names import MODEL_NAME_HELP, check_model_name, derive_model_name
 from provisioning.install import install_files
 
 __all__ = ["register_compile_command"]
@@ -23,7 +24,7 @@ __all__ = ["register_compile_command"]
 
 def _default_name(src: Path, opts: BuildOptions) -> str:
     base = src.name.lower().replace("_", "-")
-    return f"{base}-{opts.quant}-seq{opts.seq}{'-sample' if opts.sample else ''}"
+    return derive_model_name(f"{base}-{opts.quant}-seq{opts.seq}{'-sample' if opts.sample else ''}")
 
 
 def _print_progress(p: Progress) -> None:
@@ -60,9 +61,13 @@ def _manifest(result: CompileResult, name: str, source: str) -> ModelManifest:
 
 
 def run_compile(args: argparse.Namespace) -> int:
+    out = Path(args.output).expanduser().resolve() if args.output else None
+    if args.name is not None:
+        check_model_name(args.name)  # before hours of compiling
+    if out is not None:
+        check_model_name(out.name)
     src, source = resolve_source(args.src)
     opts = BuildOptions(quant=args.quant, seq=args.seq, sample=args.sample)
-    out = Path(args.output).expanduser().resolve() if args.output else None
     name = args.name or (out.name if out else _default_name(src, opts))
     if not has_tokenizer(src):
         print(
@@ -123,7 +128,9 @@ def register_compile_command(msub: argparse._SubParsersAction) -> None:
     c.add_argument(
         "--sample", action="store_true", help="lm_head gives logits, plus greedy_head and sample_head nets"
     )
-    c.add_argument("--name", help="install under this name (default: <src>-<quant>-seq<N>)")
+    c.add_argument(
+        "--name", help=f"install under this name (default: <src>-<quant>-seq<N>); {MODEL_NAME_HELP}"
+    )
     c.add_argument("-o", "--output", help="write the model directory here instead of the model store")
     c.add_argument(
         "--jobs",

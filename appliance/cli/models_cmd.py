@@ -19,6 +19,7 @@ from appliance.engine.host import host_context
 from appliance.errors import ApplianceError
 from appliance.models import embedded
 from appliance.models.manifest import InstalledModel, ModelManifest, read_manifest
+from appliance.models.names import MODEL_NAME_HELP
 from appliance.models.store import ModelStore
 from provisioning import install
 from provisioning.catalog import catalog
@@ -226,7 +227,7 @@ def _register_install_commands(msub: argparse._SubParsersAction) -> None:
         "Downloads resume; the model appears only when complete and verified.",
     )
     p.add_argument("ref", help="catalog name (see `models catalog`), URL, or dfss path")
-    p.add_argument("--name", help="install under this name")
+    p.add_argument("--name", help=f"install under this name; {MODEL_NAME_HELP}")
     p.add_argument("--sha256", help="expected sha256 of the weights")
     p.add_argument(
         "--tokenizer",
@@ -238,7 +239,7 @@ def _register_install_commands(msub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_pull)
     i = msub.add_parser("import", help="install a model from a directory or .bmodel file")
     i.add_argument("path", type=Path, help="model directory or .bmodel file")
-    i.add_argument("--name", help="install under this name")
+    i.add_argument("--name", help=f"install under this name; {MODEL_NAME_HELP}")
     i.add_argument("--json", action="store_true", help="machine-readable output")
     i.set_defaults(func=run_import)
     r = msub.add_parser("rm", help="remove an installed model")

@@ -1,21 +1,26 @@
 """`llm-tpu provision`: check, plan and apply the TPU memory layout; status, rollback, verify, firstboot.
 
 Exit codes of `check`: 0 the model fits and nothing is pending, 1 it does not fit or a change is
-pending (reboot), 2 cannot tell (no model, no ION heaps).
+pending (reboot), 2 cannot tell (no model, no ION heaps) or an unsupported board (not a BM1684X).
+`apply`, `rollback`, `verify`, `firstboot` and `status` take one lock (`<state dir>/lock`): a second run
+waits for the first (up to --lock-timeout seconds), then says which process holds it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from appliance.config.provisioning import ProvisioningSettings
-from appliance.errors import ApplianceError, ProvisioningError
+from appliance.errors import ApplianceError, ProvisioningError, UnsupportedBoard
 from provisioning import apply as apply_mod
 from provisioning import firstboot
-from provisioning.board import BoardState, read_board
+from provisioning.board import BoardState, read_board, unsupported_board
+from provisioning.lock import DEFAULT_LOCK_TIMEOUT_S, provision_lock
 from provisioning.needs import ModelNeeds, needs_for_model, needs_from_figures
 from provisioning.plan import LayoutPlan, fit_problems, model_capacity, plan_layout
 from provisioning.settings import load_settings
@@ -84,7 +89,9 @@ def run_check(args: argparse.Namespace) -> int:
     data: dict[str, Any] = {**state.to_json(), "needs": needs.to_json() if needs else None}
     data["pending"] = pending.to_json() if pending else None
     lines = _heap_table(state, needs, settings) + [f"warning: {p}" for p in state.problems]
-    if state.live is None or state.heaps is None or needs is None:
+    if why := unsupported_board(settings):
+        verdict, code, reason = "unsupported", 2, [why]
+    elif state.live is None or state.heaps is None or needs is None:
         verdict, code = "unknown", 2
         reason = problems or list(state.problems) or ["no model given (--model, or provisioning.model)"]
     else:
@@ -104,6 +111,8 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace, settings: ProvisioningSettings) -> tuple[BoardState, LayoutPlan]:
+    if why := unsupported_board(settings):
+        raise UnsupportedBoard(why)
     state = read_board(settings)
     needs = _needs(args, settings)
     if needs is None:
@@ -191,6 +200,29 @@ def run_firstboot(args: argparse.Namespace) -> int:
     return int(result["exit_code"])
 
 
+def _locked(name: str, func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Run ``func`` holding the provisioning lock; an OSError (a full or read-only disk) is a clear error."""
+
+    def run(args: argparse.Namespace) -> int:
+        settings = settings_from(args)
+        with provision_lock(
+            settings,
+            f"llm-tpu provision {name}",
+            timeout_s=args.lock_timeout,
+            on_wait=lambda message: print(message, file=sys.stderr, flush=True),
+        ):
+            try:
+                return func(args)
+            except OSError as exc:
+                where = f" {exc.filename}" if exc.filename else ""
+                raise ProvisioningError(
+                    f"provision {name} failed writing{where}: {exc.strerror}",
+                    hint="check that the disk is writable and has free space, then run it again",
+                ) from None
+
+    return run
+
+
 def _common() -> argparse.ArgumentParser:
     c = argparse.ArgumentParser(add_help=False)
     c.add_argument(
@@ -201,6 +233,13 @@ def _common() -> argparse.ArgumentParser:
     c.add_argument("--cpu-reserve-mib", type=int, help="CPU memory to keep free (default 4096)")
     c.add_argument("--vpu-reserve-mib", type=int, help="VPU heap kept for video (default 0)")
     c.add_argument("--vpp-reserve-mib", type=int, help="VPP heap kept for image processing (default 0)")
+    c.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=DEFAULT_LOCK_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"how long to wait for another provisioning run to finish (default {DEFAULT_LOCK_TIMEOUT_S:g})",
+    )
     c.add_argument("--json", action="store_true", help="machine-readable output")
     return c
 
@@ -236,5 +275,6 @@ def register(sub: argparse._SubParsersAction) -> None:
             sp.add_argument("--reboot", action="store_true", help="reboot when a change was staged")
         if name == "firstboot":
             sp.add_argument("--force", action="store_true", help="run even if the first-boot stamp exists")
-        sp.set_defaults(func=func)
+        locked = name in ("apply", "status", "rollback", "verify", "firstboot")
+        sp.set_defaults(func=_locked(name, func) if locked else func)
     p.set_defaults(func=lambda args: p.print_help() or 2)

@@ -61,6 +61,9 @@ class ScriptedSection(_Section):
     )
     step_delay_ms: float = Field(0.0, ge=0, description="sleep per generated token, simulating a device")
     prefill_delay_ms: float = Field(0.0, ge=0, description="sleep per prefilled token")
+    wedge_after_tokens: int | None = Field(
+        None, ge=0, description="hang forever in the device call after this many tokens (stall tests)"
+    )
 
 
 class ModelSection(_Section):
@@ -100,6 +103,11 @@ class TcpSection(_Section):
     enabled: bool = Field(False, description="also listen on TCP (for openai/ollama clients off the box)")
     host: str = Field("127.0.0.1", description="address to bind; 0.0.0.0 exposes the API to the network")
     port: int = Field(11435, ge=0, le=65535, description="TCP port (0: any free port, for tests)")
+    max_connections: int = Field(
+        256,
+        ge=1,
+        description="open TCP connections at most; more get 503 at once (the Unix socket has its own)",
+    )
     token_file: str = Field(
         "/etc/llm-tpu/api-token",
         description="file holding the bearer token every TCP request except /health must send",
@@ -118,6 +126,15 @@ class ServerSection(_Section):
     )
     max_body_bytes: int = Field(
         4 * 1024 * 1024, ge=1024, description="largest request body accepted; larger ones get 413"
+    )
+    max_connections: int = Field(
+        1024, ge=1, description="open connections on the Unix socket at most; more get 503 at once"
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="a connection must send its request headers within this time, or is closed"
+    )
+    idle_timeout_s: float = Field(
+        30.0, gt=0, description="an idle keep-alive connection is closed after this time"
     )
     tcp: TcpSection = Field(default_factory=TcpSection)  # type: ignore[arg-type]
 
@@ -156,6 +173,15 @@ class SchedulerSection(_Section):
     retry_after_s: int = Field(2, ge=1, description="Retry-After seconds sent with 503 busy and loading")
 
 
+class EngineSection(_Section):
+    stall_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="a request making no progress (no token, no prefill) this long means a wedged engine "
+        "call: /health turns 503, waiting clients get an error and the watchdog stops so systemd restarts",
+    )
+
+
 class GenerationDefaults(_Section):
     """Defaults for requests (and commands) that do not set these themselves: the one source of them.
 
@@ -185,6 +211,7 @@ class ApplianceConfig(_Section):
     model: ModelSection = Field(default_factory=ModelSection)  # type: ignore[arg-type]
     server: ServerSection = Field(default_factory=ServerSection)  # type: ignore[arg-type]
     scheduler: SchedulerSection = Field(default_factory=SchedulerSection)  # type: ignore[arg-type]
+    engine: EngineSection = Field(default_factory=EngineSection)  # type: ignore[arg-type]
     generation: GenerationDefaults = Field(default_factory=GenerationDefaults)  # type: ignore[arg-type]
     logging: LoggingSection = Field(default_factory=LoggingSection)  # type: ignore[arg-type]
     provisioning: ProvisioningSettings = Field(default_factory=ProvisioningSettings)  # type: ignore[arg-type]

@@ -106,7 +106,9 @@ class HostEngine:
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(returns_logits=True, device_sampling=False, prefix_reuse=True)
+        return Capabilities(
+            returns_logits=True, device_sampling=False, prefix_reuse=True, incremental_prefill=True
+        )
 
     @property
     def n_past(self) -> int:

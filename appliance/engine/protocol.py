@@ -45,6 +45,9 @@ class Capabilities:
     returns_logits: bool  # False: the engine only returns tokens (fused greedy lm_head)
     device_sampling: bool = False  # a device head samples with vendor penalty semantics
     prefix_reuse: bool = True  # truncate(n) with 0 < n < n_past keeps a usable cache
+    # prefill(ids) at n_past > 0 costs only len(ids) (a KV-cache forward), so the loop can prefill a long
+    # prompt in chunks and stop between them; a fixed-shape bmodel re-runs its whole prefill instead
+    incremental_prefill: bool = False
 
     @property
     def greedy_only(self) -> bool:

@@ -68,6 +68,7 @@ class ScriptedEngine:
         step_delay_s: float = 0.0,
         prefill_delay_per_token_s: float = 0.0,
         model_path: str = "scripted",
+        wedge_after_tokens: int | None = None,
     ) -> None:
         if not script:
             raise EngineError("the scripted engine needs at least one token")
@@ -80,6 +81,7 @@ class ScriptedEngine:
         )
         self.step_delay_s = step_delay_s
         self.prefill_delay_per_token_s = prefill_delay_per_token_s
+        self.wedge_after_tokens = wedge_after_tokens  # a device call that never returns (stall tests)
         self._cache: list[int] = []
         self._k = 0
         self._closed = False
@@ -99,7 +101,9 @@ class ScriptedEngine:
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(returns_logits=True, device_sampling=False, prefix_reuse=True)
+        return Capabilities(
+            returns_logits=True, device_sampling=False, prefix_reuse=True, incremental_prefill=True
+        )
 
     @property
     def n_past(self) -> int:
@@ -143,6 +147,8 @@ class ScriptedEngine:
             raise ContextOverflow(f"position {len(self._cache)} is outside the context")
         if self.step_delay_s:
             time.sleep(self.step_delay_s)
+        if self.wedge_after_tokens is not None and self.decode_calls >= self.wedge_after_tokens:
+            threading.Event().wait()  # like a TPU call that never comes back: only a restart helps
         self._cache.append(int(token))
         with self._lock:
             self.decode_calls += 1

@@ -26,9 +26,12 @@ from appliance.generation.types import (
     TextDelta,
     Timings,
 )
-from appliance.generation.window import Window, fit_history
+from appliance.generation.window import Window, fit_history, refuse_unfittable
 
-__all__ = ["Generator", "common_prefix"]
+__all__ = ["PREFILL_CHUNK", "Generator", "common_prefix"]
+
+
+PREFILL_CHUNK = 128  # tokens per prefill call on engines with incremental prefill
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -78,17 +81,39 @@ class Generator:
 
     def _window(self, messages: Sequence[Message], options: GenerationOptions) -> Window:
         return fit_history(
-            messages, self.template, max_seq_len=self.max_seq_len, reserve=self._reserve(options)
+            messages,
+            self.template,
+            max_seq_len=self.max_seq_len,
+            reserve=self._reserve(options),
+            bound=self.tokenizer.min_tokens,
         )
 
-    def _prefill(self, ids: list[int], sampling: DeviceSampling | None) -> tuple[StepOutput, int]:
-        """Prefill ``ids``, reusing the cached prefix; returns the output and the tokens reused."""
+    def refuse_unfittable(self, messages: Sequence[Message], options: GenerationOptions) -> None:
+        """Cheap (no tokenizing, safe on the event loop): ContextOverflow for what can never fit."""
+        refuse_unfittable(
+            messages, self.tokenizer.min_tokens, max_seq_len=self.max_seq_len, reserve=self._reserve(options)
+        )
+
+    def _prefill(
+        self, ids: list[int], sampling: DeviceSampling | None, should_stop: Callable[[], bool] | None
+    ) -> tuple[StepOutput | None, int]:
+        """Prefill ``ids``, reusing the cached prefix; returns the output (None when stopped between
+        chunks) and the tokens reused. On an engine with incremental prefill a long prompt goes in
+        chunks of PREFILL_CHUNK, so that a client leaving or a deadline stops it within one chunk."""
         keep = common_prefix(self._cached, ids) if self.prefix_reuse else 0
         keep = min(keep, len(ids) - 1)  # at least one token must run to get the next-token output
         if keep != self.engine.n_past:
             self.engine.truncate(keep)
         self._cached = ids[:keep]
-        out = self.engine.prefill(ids[keep:], sampling)
+        done = keep
+        if self.engine.capabilities.incremental_prefill:
+            while len(ids) - done > PREFILL_CHUNK:
+                self.engine.prefill(ids[done : done + PREFILL_CHUNK])
+                done += PREFILL_CHUNK
+                self._cached = ids[:done]
+                if should_stop is not None and should_stop():
+                    return None, keep
+        out = self.engine.prefill(ids[done:], sampling)
         self._cached = list(ids)
         return out, keep
 
@@ -140,16 +165,16 @@ class Generator:
             return sampler.from_logits(out.logits, self._cached)
 
         try:
-            out, reused = self._prefill(prompt, sampling_request())
+            out, reused = self._prefill(prompt, sampling_request(), should_stop)
         except BaseException:
             self.reset()
             raise
         first_ns = time.perf_counter_ns()
         generated: list[int] = []
         pieces: list[str] = []
-        reason: DoneReason | None = None
+        reason: DoneReason | None = None if out is not None else "cancelled"
         try:
-            while True:
+            while out is not None:
                 token = choose(out)
                 if token in stop_ids:
                     reason = "stop"
@@ -187,6 +212,7 @@ class Generator:
             if tail:
                 pieces.append(tail)
                 yield TextDelta(tail, len(generated))
+        assert reason is not None  # every way out of the loop above sets it
         end = time.perf_counter_ns()
         timings = Timings(
             load_duration=load_ns,

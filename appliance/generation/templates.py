@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any, NoReturn
 
 from appliance.errors import InvalidRequest, ModelFormatError
+from appliance.generation.control_tokens import ContentShield, control_pattern
 from appliance.generation.tokenizer import ChatTokenizer
 from appliance.generation.types import Message
 
@@ -65,8 +66,11 @@ def _jinja_template(tok: ChatTokenizer, default_system: str | None) -> ChatTempl
     except TemplateError as exc:
         raise ModelFormatError(f"the chat_template in {tok.source} does not compile: {exc}") from None
 
+    controls = control_pattern(tok)
+
     def render(messages: Sequence[Message]) -> list[int]:
-        msgs: list[dict[str, Any]] = [{"role": m.role, "content": m.content} for m in messages]
+        shield = ContentShield(tok, controls)  # content is text: only the template makes control tokens
+        msgs: list[dict[str, Any]] = [{"role": m.role, "content": shield.hide(m.content)} for m in messages]
         if default_system and msgs[0]["role"] != "system":
             msgs.insert(0, {"role": "system", "content": default_system})
         try:
@@ -78,7 +82,7 @@ def _jinja_template(tok: ChatTokenizer, default_system: str | None) -> ChatTempl
             )
         except TemplateError as exc:
             raise InvalidRequest(f"the model's chat template failed: {exc}") from None
-        return tok.encode(text)
+        return shield.encode(text)
 
     return ChatTemplate("tokenizer", render, tok.eos_ids)
 
@@ -89,14 +93,16 @@ def _chatml_template(tok: ChatTokenizer, default_system: str | None) -> ChatTemp
         raise ModelFormatError(f"the tokenizer in {tok.source} has no <|im_start|>/<|im_end|> tokens")
     newline = tok.encode("\n")
     system_text = default_system if default_system is not None else QWEN_DEFAULT_SYSTEM
+    controls = control_pattern(tok)
 
     def render(messages: Sequence[Message]) -> list[int]:
+        shield = ContentShield(tok, controls)
         msgs = list(messages)
         if msgs[0].role != "system":
             msgs.insert(0, Message("system", system_text))
         ids: list[int] = []
         for m in msgs:
-            ids += [im_start, *tok.encode(f"{m.role}\n{m.content}"), im_end, *newline]
+            ids += [im_start, *shield.encode_text(f"{m.role}\n{m.content}"), im_end, *newline]
         return [*ids, im_start, *tok.encode("assistant\n")]
 
     stops = {im_end} | set(tok.eos_ids)
@@ -111,17 +117,19 @@ def _baichuan2_template(tok: ChatTokenizer, default_system: str | None) -> ChatT
     user_id = tok.token_to_id("<reserved_106>") or BAICHUAN2_USER_ID
     assistant_id = tok.token_to_id("<reserved_107>") or BAICHUAN2_ASSISTANT_ID
     eos_id = tok.token_to_id("</s>")
+    controls = control_pattern(tok)
 
     def render(messages: Sequence[Message]) -> list[int]:
+        shield = ContentShield(tok, controls)
         ids: list[int] = []
         system = messages[0].content if messages[0].role == "system" else default_system
         if system:
-            ids += tok.encode(system)
+            ids += shield.encode_text(system)
         for m in messages:
             if m.role == "user":
-                ids += [user_id, *tok.encode(m.content)]
+                ids += [user_id, *shield.encode_text(m.content)]
             elif m.role == "assistant":
-                ids += [assistant_id, *tok.encode(m.content)]
+                ids += [assistant_id, *shield.encode_text(m.content)]
         return [*ids, assistant_id]
 
     return ChatTemplate("baichuan2", render, frozenset({BAICHUAN2_EOS_ID if eos_id is None else eos_id}))
@@ -129,10 +137,12 @@ def _baichuan2_template(tok: ChatTokenizer, default_system: str | None) -> ChatT
 
 def _wizardcoder_template(tok: ChatTokenizer, default_system: str | None) -> ChatTemplate:
     preamble = default_system or ALPACA_PREAMBLE
+    controls = control_pattern(tok)
 
     def render(messages: Sequence[Message]) -> list[int]:
-        question = messages[-1].content
-        return tok.encode(f"{preamble}\n\n### Instruction:\n{question}\n\n### Response:")
+        shield = ContentShield(tok, controls)
+        question = shield.hide(messages[-1].content)
+        return shield.encode(f"{preamble}\n\n### Instruction:\n{question}\n\n### Response:")
 
     eot = tok.token_to_id("<|endoftext|>")
     stop = WIZARDCODER_EOS_ID if eot is None else eot

@@ -29,8 +29,23 @@ class TokenizerBackend(Protocol):
     def encode(self, text: str) -> list[int]: ...
     def decode(self, ids: Sequence[int]) -> str: ...
     def token_to_id(self, token: str) -> int | None: ...
+    def min_tokens(self, text: str) -> int: ...
+    def special_tokens(self) -> frozenset[str]: ...
+    def encode_literal(self, text: str) -> list[int]: ...
     @property
     def vocab_size(self) -> int: ...
+
+
+# Normalizers (NFKC, NFC) can shorten text before it is split: the bound allows for a third.
+NORMALIZATION_SLACK = 3
+
+
+def _bound_from_vocab(vocab: Any) -> int:
+    """Bytes one token can cover at most, times the slack: the divisor of a token-count lower bound.
+    A vocabulary string is never shorter in UTF-8 than the text it stands for (byte-level and
+    metaspace pieces spell each text byte with one or more bytes)."""
+    longest = max((len(str(t).encode("utf-8", "surrogatepass")) for t in vocab), default=1)
+    return NORMALIZATION_SLACK * max(longest, 1)
 
 
 class _FastBackend:
@@ -41,19 +56,40 @@ class _FastBackend:
 
         if tokenizer is not None:
             self._tok = tokenizer
-            return
-        try:
-            self._tok = Tokenizer.from_file(str(path))
-        except Exception as exc:  # the library raises plain Exception subclasses for bad JSON
-            raise ModelFormatError(
-                f"{path} is not a valid tokenizer: {exc}", hint="reinstall the model's tokenizer files"
-            ) from None
+        else:
+            try:
+                self._tok = Tokenizer.from_file(str(path))
+            except Exception as exc:  # the library raises plain Exception subclasses for bad JSON
+                raise ModelFormatError(
+                    f"{path} is not a valid tokenizer: {exc}", hint="reinstall the model's tokenizer files"
+                ) from None
+        self._bytes_per_token = _bound_from_vocab(self._tok.get_vocab(with_added_tokens=True))
+        added = self._tok.get_added_tokens_decoder().values()
+        self._special = frozenset(str(t.content) for t in added if t.special)
+        self._literal: Any = None  # a copy that reads special tokens in text as text, made when needed
 
     def encode(self, text: str) -> list[int]:
         return list(self._tok.encode(text, add_special_tokens=False).ids)
 
     def decode(self, ids: Sequence[int]) -> str:
         return str(self._tok.decode(list(ids), skip_special_tokens=False))
+
+    def min_tokens(self, text: str) -> int:
+        """A lower bound of len(encode(text)), without tokenizing."""
+        return len(text.encode("utf-8", "surrogatepass")) // self._bytes_per_token
+
+    def special_tokens(self) -> frozenset[str]:
+        """The special added tokens encode() turns into their ids when it meets their text."""
+        return self._special
+
+    def encode_literal(self, text: str) -> list[int]:
+        """``text`` as plain text: special tokens written in it are split like any other text."""
+        if self._literal is None:
+            from tokenizers import Tokenizer
+
+            self._literal = Tokenizer.from_str(self._tok.to_str())
+            self._literal.encode_special_tokens = True
+        return list(self._literal.encode(text, add_special_tokens=False).ids)
 
     def token_to_id(self, token: str) -> int | None:
         value = self._tok.token_to_id(token)
@@ -76,9 +112,19 @@ class _TransformersBackend:
             self._tok = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=True)
         except Exception as exc:
             raise ModelFormatError(f"cannot load the tokenizer in {model_dir}: {exc}") from None
+        self._bytes_per_token = _bound_from_vocab(self._tok.get_vocab())
 
     def encode(self, text: str) -> list[int]:
         return list(self._tok.encode(text, add_special_tokens=False))
+
+    def min_tokens(self, text: str) -> int:
+        return len(text.encode("utf-8", "surrogatepass")) // self._bytes_per_token
+
+    def special_tokens(self) -> frozenset[str]:
+        return frozenset(str(t) for t in self._tok.all_special_tokens)
+
+    def encode_literal(self, text: str) -> list[int]:
+        return list(self._tok.encode(text, add_special_tokens=False, split_special_tokens=True))
 
     def decode(self, ids: Sequence[int]) -> str:
         return str(self._tok.decode(list(ids), skip_special_tokens=False))
@@ -192,6 +238,18 @@ class ChatTokenizer:
 
     def token_to_id(self, token: str) -> int | None:
         return self.backend.token_to_id(token)
+
+    def min_tokens(self, text: str) -> int:
+        """At most this many tokens fewer than encode(text) gives; costs one UTF-8 encode, no tokenizing."""
+        return self.backend.min_tokens(text)
+
+    def special_tokens(self) -> frozenset[str]:
+        """Texts encode() turns into control ids (what content must never produce)."""
+        return self.backend.special_tokens()
+
+    def encode_literal(self, text: str) -> list[int]:
+        """Encode ``text`` so that control-token text in it stays text."""
+        return self.backend.encode_literal(text)
 
     @property
     def vocab_size(self) -> int:

@@ -120,6 +120,10 @@ class TiktokenBackend:
         # scripted paths rely on it); the built-in templates insert control ids themselves.
         return list(self._enc.encode(text, allowed_special="all"))
 
+    def encode_literal(self, text: str) -> list[int]:
+        """``text`` as plain text: special tokens written in it are encoded byte by byte like any text."""
+        return list(self._enc.encode(text, allowed_special=set(), disallowed_special=()))
+
     def decode(self, ids: Sequence[int]) -> str:
         return str(self._enc.decode([i for i in ids if 0 <= i < self._n], errors="replace"))
 
@@ -186,6 +190,24 @@ class SentencePieceBackend:
     def encode(self, text: str) -> list[int]:
         # Control pieces (<s>, </s>, <reserved_*>) are never matched in text; user-defined ones are.
         return [int(i) for i in self._sp.EncodeAsIds(text)]
+
+    def encode_literal(self, text: str) -> list[int]:
+        """``text`` as plain text: a user-defined piece written in it becomes its bytes (byte-fallback
+        pieces ``<0xNN>``) instead of the piece itself."""
+        out: list[int] = []
+        for i in self._sp.EncodeAsIds(text):
+            piece = str(self._sp.IdToPiece(int(i)))
+            if piece in self._user_defined:
+                out += self._bytes_of(piece)
+            else:
+                out.append(int(i))
+        return out
+
+    def _bytes_of(self, piece: str) -> list[int]:
+        ids = [int(self._sp.PieceToId(f"<0x{b:02X}>")) for b in piece.encode("utf-8")]
+        if all(self._sp.IsByte(i) for i in ids):
+            return ids
+        return [int(self._sp.unk_id())] * len(piece)  # no byte pieces: never the control piece itself
 
     def decode(self, ids: Sequence[int]) -> str:
         return str(self._sp.DecodeIds([int(i) for i in ids if 0 <= i < self._n]))

@@ -114,6 +114,8 @@ class GenerationOptions:
             raise InvalidRequest(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
         if self.repeat_last_n < 0:
             raise InvalidRequest(f"repeat_last_n must be >= 0, got {self.repeat_last_n}")
+        if self.seed is not None and self.seed < 0:
+            raise InvalidRequest(f"seed must be >= 0, got {self.seed}", hint="omit it for a random seed")
         if self.reserve_tokens is not None and self.reserve_tokens < 1:
             raise InvalidRequest(f"reserve_tokens must be >= 1, got {self.reserve_tokens}")
 

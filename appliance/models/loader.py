@@ -84,6 +84,7 @@ def _load_scripted(section: ModelSection, prefix_reuse: bool) -> LoadedModel:
         step_delay_s=section.scripted.step_delay_ms / 1000,
         prefill_delay_per_token_s=section.scripted.prefill_delay_ms / 1000,
         model_path=str(tok_dir),
+        wedge_after_tokens=section.scripted.wedge_after_tokens,
     )
     template = make_template(template_name, tokenizer, default_system=default_system)
     load_ns = time.perf_counter_ns() - start

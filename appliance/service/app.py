@@ -101,7 +101,8 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         if (
             not token
             or scheme.lower() != "bearer"
-            or not hmac.compare_digest(value.strip().encode(), token.encode())
+            # aiohttp hands undecodable header bytes over as surrogates: compare the bytes as sent
+            or not hmac.compare_digest(value.strip().encode("utf-8", "surrogateescape"), token.encode())
         ):
             err = HttpError(
                 401,

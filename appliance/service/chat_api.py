@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from appliance.errors import ApplianceError, InvalidRequest, ModelNotFound
+from appliance.errors import ApplianceError, ModelNotFound, ServiceStopping
 from appliance.generation.types import (
     Finished,
     GenerationEvent,
@@ -24,7 +24,9 @@ from appliance.generation.types import (
     Notice,
     TextDelta,
 )
+from appliance.models.names import check_model_name
 from appliance.service.http_errors import error_body
+from appliance.service.json_body import decode_json_body
 from appliance.service.scheduler import Job
 from appliance.service.schemas import ChatCompletionRequest, OllamaChatRequest, parse_request
 from appliance.service.state import STATE
@@ -35,23 +37,9 @@ _FINISH_REASON = {"stop": "stop", "length": "length", "context": "length", "canc
 
 
 async def read_json(request: web.Request) -> Any:
-    """The body as JSON; InvalidRequest for bad UTF-8 or bad JSON (413 comes from aiohttp's limit)."""
-    raw = await request.read()
-    if not raw:
-        raise InvalidRequest("the request body is empty", hint="send a JSON object")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidRequest(
-            f"the request body is not valid UTF-8 (bad byte at offset {exc.start})",
-            hint="encode the JSON body as UTF-8",
-        ) from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidRequest(
-            f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from None
+    """The body as JSON; InvalidRequest for bad UTF-8, bad JSON, NaN or deep nesting (json_body.py);
+    413 comes from aiohttp's limit."""
+    return decode_json_body(await request.read())
 
 
 async def start_job(
@@ -60,13 +48,17 @@ async def start_job(
     state = request.app[STATE]
     served = state.require_model()
     if not served.answers_to(model_name):
+        check_model_name(model_name)  # a path or other non-name is a bad request, not an unknown model
         raise ModelNotFound(
             f"model {model_name!r} is not served here", hint=f"this appliance serves {served.name!r}"
         )
+    served.generator.refuse_unfittable(messages, options)  # before a megabyte is tokenized
     job = state.scheduler.submit(messages, options, timeout_s=state.config.scheduler.request_timeout_s)
     events = state.scheduler.events(job)
     try:
         first = await events.__anext__()
+    except StopAsyncIteration:  # the job was dropped without a word: still a clear answer, never a 500
+        raise ServiceStopping("the request was cancelled before it started") from None
     except BaseException:
         state.scheduler.cancel(job)
         raise
@@ -161,8 +153,16 @@ async def ollama_chat(request: web.Request) -> web.StreamResponse:
                 else:
                     chunk = _ollama_final(name, event, "")
                 await resp.write(json.dumps(chunk).encode() + b"\n")
-        except ApplianceError as err:
-            await resp.write(json.dumps(error_body(err, openai=False)).encode() + b"\n")
+        except ApplianceError as err:  # the last line: done, with a done_reason that says why
+            last: dict[str, Any] = {
+                "model": name,
+                "created_at": _now_iso(),
+                "message": {"role": "assistant", "content": ""},
+                "done": True,
+                "done_reason": err.code,
+                **error_body(err, openai=False),
+            }
+            await resp.write(json.dumps(last).encode() + b"\n")
         await resp.write_eof()
         return resp
     except ConnectionResetError:  # the client left mid-stream: nothing to tell it; the job stops below

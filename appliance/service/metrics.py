@@ -7,7 +7,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 __all__ = ["CONTENT_TYPE_LATEST", "MODEL_STATES", "ServiceMetrics"]
 
-MODEL_STATES = ["loading", "ready", "failed", "stopping"]
+MODEL_STATES = ["loading", "ready", "failed", "stalled", "stopping"]
 
 # Buckets sized for a TPU (~30 ms/token on an SE7) and for the cmodel/host engines (up to seconds).
 _TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)

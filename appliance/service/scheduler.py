@@ -46,6 +46,9 @@ class ChatGenerator(Protocol):
         should_stop: Callable[[], bool] | None = None,
     ) -> Iterator[GenerationEvent]: ...
 
+    def refuse_unfittable(self, messages: Sequence[Message], options: GenerationOptions) -> None:
+        """Raise ContextOverflow for what can never fit, cheaply (it runs on the event loop)."""
+
 
 class _End:
     """Marks the end of a job's event stream."""
@@ -68,6 +71,7 @@ class Job:
     state: str = "queued"  # queued | running | done
     cancel_event: threading.Event = field(default_factory=threading.Event)
     items: asyncio.Queue[Item] = field(default_factory=asyncio.Queue)
+    stop_error: ApplianceError | None = None  # why a running job was cut short (instead of its Finished)
 
     @property
     def cancelled(self) -> bool:
@@ -94,6 +98,7 @@ class Scheduler:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._idle = asyncio.Event()
         self._idle.set()
+        self._progress_at = time.monotonic()  # written by the engine thread at each step of a job
         self._thread = threading.Thread(target=self._work, name="llm-engine", daemon=True)
         self._thread.start()
 
@@ -105,6 +110,22 @@ class Scheduler:
     @property
     def busy(self) -> bool:
         return self._running is not None
+
+    def stalled_for(self) -> float:
+        """Seconds the running job has gone without progress (0 when nothing runs)."""
+        if self._running is None:
+            return 0.0
+        return max(0.0, time.monotonic() - self._progress_at)
+
+    def fail_all(self, error: ApplianceError) -> None:
+        """End every job with ``error`` from the loop side (the engine thread may never answer again)."""
+        for job in [*self._waiting.values(), *([self._running] if self._running else [])]:
+            job.cancel_event.set()
+            job.items.put_nowait(error)
+            job.items.put_nowait(_END)
+        self._waiting.clear()
+        self._running = None
+        self._changed()
 
     @property
     def generator(self) -> ChatGenerator | None:
@@ -199,10 +220,15 @@ class Scheduler:
             return False
         return True
 
-    def cancel_all(self) -> None:
+    def cancel_all(self, error: ApplianceError | None = None) -> None:
+        """Cancel every job; with ``error`` each one ends with it, so that its client is told why
+        (a queued one before any text, a running one instead of a final record that looks complete)."""
         for job in list(self._waiting.values()):
+            if error is not None:
+                job.items.put_nowait(error)
             self.cancel(job)
         if self._running is not None:
+            self._running.stop_error = error
             self._running.cancel_event.set()
 
     def shutdown(self) -> None:
@@ -215,6 +241,7 @@ class Scheduler:
         self._loop.call_soon_threadsafe(job.items.put_nowait, item)
 
     def _started(self, job: Job) -> None:
+        self._progress_at = time.monotonic()
         self._waiting.pop(job.id, None)
         self._running = job
         job.state = "running"
@@ -239,13 +266,17 @@ class Scheduler:
             return
         self._loop.call_soon_threadsafe(self._started, job)
 
-        def should_stop() -> bool:
-            return job.cancel_event.is_set() or time.monotonic() > job.deadline
+        def should_stop() -> bool:  # asked at every token and every prefill chunk: that is progress
+            now = time.monotonic()
+            self._progress_at = now
+            return job.cancel_event.is_set() or now > job.deadline
 
         last = job.submitted
         first = True
         try:
+            self._progress_at = time.monotonic()
             for event in generator.generate(job.messages, job.options, should_stop=should_stop):
+                self._progress_at = time.monotonic()
                 if isinstance(event, TextDelta):
                     now = time.monotonic()
                     (self.metrics.ttft if first else self.metrics.token_latency).observe(now - last)
@@ -254,6 +285,9 @@ class Scheduler:
                     self._account(event)
                     if event.done_reason == "cancelled" and not job.cancelled:
                         self._post(job, _deadline_error(job, queued=False))
+                        continue
+                    if event.done_reason == "cancelled" and job.stop_error is not None:
+                        self._post(job, job.stop_error)
                         continue
                 self._post(job, event)
         except ApplianceError as exc:

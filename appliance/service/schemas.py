@@ -32,7 +32,8 @@ UNLIMITED_TOKENS = 1_000_000  # num_predict -1/-2: run until a stop or the conte
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN and Infinity are not numbers a sampler can use (json.loads accepts them; read_json refuses them)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 # -- Ollama ------------------------------------------------------------------------------------
@@ -51,7 +52,7 @@ class OllamaOptions(_Request):
     top_p: float | None = Field(None, gt=0, le=1)
     repeat_penalty: float | None = Field(None, gt=0)
     repeat_last_n: int | None = Field(None, ge=0)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0)
     stop: list[str] | None = None
     num_predict: int | None = Field(None, ge=-2)
 
@@ -164,7 +165,7 @@ class ChatCompletionRequest(_Request):
     top_k: int | None = Field(None, ge=0, description="extension (vLLM): top-k sampling")
     repetition_penalty: float | None = Field(None, gt=0, description="extension (vLLM): repetition penalty")
     repeat_last_n: int | None = Field(None, ge=0, description="extension: window of the penalty")
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0)
     stop: str | list[str] | None = None
     n: int | None = None
     frequency_penalty: float | None = None
@@ -255,7 +256,7 @@ class ErrorBody(BaseModel):
 
 
 class HealthBody(BaseModel):
-    status: Literal["ok", "loading", "failed", "stopping"]
+    status: Literal["ok", "loading", "failed", "stalled", "stopping"]
     reason: str | None = None
     hint: str | None = None
 

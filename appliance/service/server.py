@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import grp
+import ipaddress
 import logging
 import os
 import signal
 import socket
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,10 +23,18 @@ from aiohttp import web
 
 from appliance.config.loader import LoadedConfig
 from appliance.config.schema import ModelSection
-from appliance.errors import ApplianceError, ConfigError, ModelLoadError, ServiceError
+from appliance.errors import (
+    ApplianceError,
+    ConfigError,
+    EngineStalled,
+    ModelLoadError,
+    ServiceError,
+    ServiceStopping,
+)
 from appliance.models.loader import LoadedModel, load_model
 from appliance.service import systemd_integration as sd
 from appliance.service.app import create_app
+from appliance.service.connection_guard import CappedSockSite, ListenerGuard
 from appliance.service.metrics import ServiceMetrics
 from appliance.service.scheduler import Scheduler
 from appliance.service.state import DeviceProbe, ServiceState, device_nodes
@@ -111,7 +121,35 @@ def bind_tcp_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _check_token_mode(path: str) -> None:
+    """A token every local user can read (or replace) protects nothing: refuse it."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return  # read_token says what is wrong with the file
+    if mode & (stat.S_IROTH | stat.S_IWOTH):
+        what = "read" if mode & stat.S_IROTH else "changed"
+        raise ConfigError(
+            f"the token file {path} can be {what} by every user (mode {mode:04o})",
+            hint=f"chmod 0640 {path} (owner root, group llm-tpu), then start the service again",
+        )
+
+
+def _warn_if_exposed(address: tuple[str, int]) -> None:
+    try:
+        loopback = ipaddress.ip_address(address[0]).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        log.warning(
+            "tcp listener %s:%d is not loopback: the API is reachable from the network (every request "
+            "but /health needs the bearer token; use server.tcp.host 127.0.0.1 to keep it on the box)",
+            *address,
+        )
+
+
 def read_token(path: str) -> str:
+    _check_token_mode(path)
     try:
         token = Path(path).read_text(encoding="utf-8").strip()
     except FileNotFoundError:
@@ -165,6 +203,19 @@ class ServiceRunner:
 
     # -- start ---------------------------------------------------------------------------------
     async def start(self) -> None:
+        """Listen and start loading; a start that fails part way leaves no socket or listener behind."""
+        try:
+            await self._start()
+        except BaseException:
+            if self._runner is not None:
+                with contextlib.suppress(Exception):
+                    await self._runner.cleanup()
+            if self._own_socket is not None:
+                self._own_socket.unlink(missing_ok=True)
+            self.scheduler.shutdown()
+            raise
+
+    async def _start(self) -> None:
         server = self.config.server
         activated = sd.listen_sockets()
         unix_socks = [s for s in activated if s.family == socket.AF_UNIX]
@@ -177,18 +228,29 @@ class ServiceRunner:
             self._own_socket = path
         self.state.socket_path = Path(unix_socks[0].getsockname() or "")
         app = create_app(self.state)
-        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=5.0)
+        self._runner = web.AppRunner(
+            app,
+            handler_cancellation=True,
+            access_log=None,
+            shutdown_timeout=5.0,
+            keepalive_timeout=server.idle_timeout_s,
+        )
         await self._runner.setup()
+        # One guard per listener: idle TCP clients can use up TCP's share, never the Unix socket's.
+        local = ListenerGuard("unix socket", server.max_connections, server.header_timeout_s)
+        remote = ListenerGuard("tcp", server.tcp.max_connections, server.header_timeout_s)
         for sock in unix_socks:
-            await web.SockSite(self._runner, sock).start()
+            await CappedSockSite(self._runner, sock, local).start()
         if tcp_socks:
             for sock in tcp_socks:
-                await web.SockSite(self._runner, sock).start()
+                await CappedSockSite(self._runner, sock, remote).start()
             self.tcp_address = tcp_socks[0].getsockname()[:2]
         elif server.tcp.enabled:
             sock = bind_tcp_socket(server.tcp.host, server.tcp.port)
-            await web.SockSite(self._runner, sock).start()
+            await CappedSockSite(self._runner, sock, remote).start()
             self.tcp_address = sock.getsockname()[:2]
+        if self.tcp_address:
+            _warn_if_exposed(self.tcp_address)
         log.info(
             "listening on %s%s%s",
             self.state.socket_path,
@@ -199,8 +261,11 @@ class ServiceRunner:
         sd.notify(f"STATUS=loading model {self.config.model.ref} ({self.config.model.engine})")
         interval = sd.watchdog_interval()
         if interval:
-            self._tasks.append(asyncio.create_task(sd.watchdog_loop(interval)))
+            # a stalled engine stops the pings: systemd restarts the service (WatchdogSec)
+            healthy = lambda: self.state.phase != "stalled"  # noqa: E731
+            self._tasks.append(asyncio.create_task(sd.watchdog_loop(interval, healthy)))
         self._tasks.append(asyncio.create_task(self._load()))
+        self._tasks.append(asyncio.create_task(self._watch_engine()))
 
     async def _load(self) -> None:
         section = self.config.model
@@ -230,6 +295,30 @@ class ServiceRunner:
         sd.notify("READY=1", f"STATUS=ready: {model.name}")
         self.loaded.set()
 
+    async def _watch_engine(self) -> None:
+        """Notice a device call that never returns: the engine thread reports progress at every step."""
+        limit = self.config.engine.stall_timeout_s
+        while True:
+            await asyncio.sleep(min(1.0, limit / 4))
+            stalled = self.scheduler.stalled_for()
+            if self.state.phase == "ready" and stalled > limit:
+                self._stalled(stalled)
+                return
+
+    def _stalled(self, seconds: float) -> None:
+        err = EngineStalled(
+            f"the engine made no progress for {seconds:.0f} s (engine.stall_timeout_s is "
+            f"{self.config.engine.stall_timeout_s:g}): a device call is wedged; the service stops its "
+            "watchdog so that systemd restarts it",
+            hint="if it repeats: journalctl -u llm-tpu, check the TPU with bm-smi, and reboot the box",
+        )
+        self.state.failure = err
+        self.state.phase = "stalled"
+        self.metrics.model_state.state("stalled")
+        log.error("%s", err.message)
+        sd.notify(f"STATUS=error: {err.message}")
+        self.scheduler.fail_all(err)
+
     def _failed(self, err: ApplianceError) -> None:
         self.state.failure = err
         self.state.phase = "failed"
@@ -245,21 +334,28 @@ class ServiceRunner:
         if self.state.phase == "stopping":
             await self.stopped.wait()
             return
+        wedged = self.state.phase == "stalled"  # nothing to drain, and the engine thread cannot close
         self.state.phase = "stopping"
         self.metrics.model_state.state("stopping")
         sd.notify("STOPPING=1", "STATUS=stopping: draining requests")
-        drained = await self.scheduler.wait_idle(self.config.scheduler.drain_timeout_s)
+        drained = wedged or await self.scheduler.wait_idle(self.config.scheduler.drain_timeout_s)
         if not drained:
             log.warning(
                 "drain timeout: cancelling %d queued and the running request", self.scheduler.queue_depth
             )
-            self.scheduler.cancel_all()
+            self.scheduler.cancel_all(
+                ServiceStopping(
+                    f"the service is stopping: the request was cancelled after the drain timeout "
+                    f"({self.config.scheduler.drain_timeout_s:g} s)",
+                    hint="send it again when the service is back (GET /health answers 200)",
+                )
+            )
             await self.scheduler.wait_idle(5.0)
         for task in self._tasks:
             task.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
-        if self.state.model is not None:
+        if self.state.model is not None and not wedged:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.scheduler.run_on_engine_thread(self.state.model.close), 10)
         self.scheduler.shutdown()

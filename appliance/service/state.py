@@ -42,7 +42,7 @@ class ServiceState:
     metrics: ServiceMetrics
     socket_path: Path | None = None
     tcp_token: str | None = None
-    phase: str = "loading"  # loading | ready | failed | stopping
+    phase: str = "loading"  # loading | ready | failed | stalled | stopping
     failure: ApplianceError | None = None
     model: LoadedModel | None = None
     started: float = field(default_factory=time.monotonic)
@@ -52,6 +52,8 @@ class ServiceState:
     def require_model(self) -> LoadedModel:
         if self.phase == "stopping":
             raise ServiceUnavailable("the service is stopping", hint="retry once it has restarted")
+        if self.phase == "stalled" and self.failure is not None:
+            raise ServiceUnavailable(self.failure.message, hint=self.failure.hint)
         if self.model is None or self.phase != "ready":
             if self.failure is not None:
                 raise ServiceUnavailable(

@@ -15,6 +15,8 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import ClassVar
 
+from appliance.service.log_limits import RateLimitFilter
+
 __all__ = [
     "LISTEN_FDS_START",
     "listen_sockets",
@@ -26,6 +28,7 @@ __all__ = [
 ]
 
 LISTEN_FDS_START = 3
+
 log = logging.getLogger(__name__)
 
 
@@ -155,6 +158,7 @@ def setup_logging(level: str) -> str:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         kind = "stderr"
+    handler.addFilter(RateLimitFilter())  # a flood of one error is one line per 10 s, with a count
     root.addHandler(handler)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     return kind

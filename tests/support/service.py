@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -167,3 +168,11 @@ def serve_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LISTEN_", "NOTIFY_SOCKET", "WATCHDOG_"))}
     env.update(extra)
     return env
+
+
+def notify_listener(directory: Path) -> tuple[Path, socket.socket]:
+    """A datagram socket standing in for systemd's NOTIFY_SOCKET: (its path, the bound socket)."""
+    path = directory / "notify.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(path))
+    return path, listener
