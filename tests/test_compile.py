@@ -16,7 +16,7 @@ import pytest
 from support.compile_builds import (
     LAYOUTS,
     PADDING,
-    binary_offset,
+    assert_sample_build_equals_fixture,
     comparable_file,
     compile_layout,
     differing_offsets,
@@ -63,19 +63,7 @@ def test_greedy_build_is_byte_identical_except_timestamp_and_padding(builds: Pat
 
 @pytest.mark.parametrize("name", ["bf16_sample", "w4bf16_sample"])
 def test_sample_builds_equal_the_fixture_except_time_and_padding(builds: Path, name: str) -> None:
-    ours, fixture = comparable_file(name, builds), FIXTURES / LAYOUTS[name].fixture
-
-    def described(p: Path) -> str:  # the whole flatbuffer, field by field
-        text = re.sub(r'time: ".*"', "time", tool(["--print", str(p)]))
-        # --kernel_remove leaves the removed module's mode field uninitialised
-        return re.sub(r"(kernel_module: \{[^}]*\}[^}]*?)mode: -?\d+", r"\1mode", text, flags=re.S)
-
-    assert described(ours) == described(fixture)
-    start = binary_offset(fixture)
-    assert start == binary_offset(ours)
-    diff = set(differing_offsets(ours, fixture, start))
-    assert diff <= PADDING[name], f"bytes differ outside the padding: {sorted(diff - PADDING[name])[:20]}"
-    assert len(diff) <= len(PADDING[name]) == 49
+    assert_sample_build_equals_fixture(name, comparable_file(name, builds))
 
 
 def test_tiny_llama_tied_without_bias_compiles(tmp_path: Path) -> None:
