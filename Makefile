@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: chat test lint typecheck unit bench venv vendor-runtime compiler clean
+.PHONY: chat test lint typecheck unit bench venv vendor-runtime compiler model-deb verify-default-bmodel clean
 
 venv:
 	@./scripts/bootstrap.sh
@@ -31,6 +31,10 @@ unit: venv vendor-runtime compiler
 	$(PY) -m pytest -q -m cmodel
 
 test: lint typecheck unit
+
+# The package llm-tpu-model-smollm2-135m (dist/): the embedded model compiled for the TPU, bf16 and w4bf16.
+model-deb: venv compiler
+	@./packaging/llm-tpu-model-smollm2-135m/make-model-deb.sh
 
 bench: venv vendor-runtime
 	$(PY) -m bench

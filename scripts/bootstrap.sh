@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # cmake, make, gcc and g++: the PPL JIT of the bmodel compiler (llm-tpu models compile) builds kernels with them.
-APT_PACKAGES=(pkg-config libsystemd-dev curl systemd device-tree-compiler u-boot-tools tmux cmake make gcc g++)
+# lintian: checks the model package (make model-deb, tests/test_model_deb.py).
+APT_PACKAGES=(pkg-config libsystemd-dev curl systemd device-tree-compiler u-boot-tools tmux cmake make gcc g++ lintian)
 VENV=${LLM_TPU_VENV:-.venv}
 
 missing=()

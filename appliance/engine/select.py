@@ -20,12 +20,13 @@ from appliance.engine.protocol import Engine
 from appliance.engine.sail import SailEngine
 from appliance.errors import EngineUnavailable, ModelFormatError
 
-__all__ = ["open_engine", "resolve_auto"]
+__all__ = ["TPU_DEVICE_GLOB", "open_engine", "resolve_auto", "tpu_present"]
 
 TPU_DEVICE_GLOB = "/dev/bm-sophon*"
 
 
-def _tpu_present() -> bool:
+def tpu_present() -> bool:
+    """A BM1684X device node exists (SoC box or PCIe card): the boundary tests fake."""
     return bool(glob.glob(TPU_DEVICE_GLOB))
 
 
@@ -44,7 +45,7 @@ def resolve_auto(name: str, is_bmodel: bool, options: EngineOptions) -> str:
     """
     if not is_bmodel:
         return "host"
-    if _tpu_present():
+    if tpu_present():
         if _sail_importable():
             return "sail"
         if (DEVICE_LIBDIR / "libbmrt.so.1.0").exists() or (DEVICE_LIBDIR / "libbmrt.so").exists():
