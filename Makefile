@@ -36,6 +36,10 @@ test: lint typecheck unit
 model-deb: venv compiler
 	@./packaging/llm-tpu-model-smollm2-135m/make-model-deb.sh
 
+# Slow (the cmodel runs the seq-512 prefill): the packaged bf16 default gives torch's tokens. Not in `test`.
+verify-default-bmodel: model-deb vendor-runtime
+	$(PY) -m bench.verify_default_bmodel
+
 bench: venv vendor-runtime
 	$(PY) -m bench
 

@@ -17,6 +17,14 @@ gguf=$("$PY" -c 'from appliance.models.embedded import gguf_path; print(gguf_pat
 key=$({ cat appliance/compile/*.py; "$PY" -c 'from appliance.compile.toolchain import TPU_MLIR_VERSION as v; print(v)'; sha256sum "$gguf"; } | sha256sum | cut -c1-16)
 cache=${LLM_TPU_BUILD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/llm-tpu-build}/model-deb/$key
 mkdir -p "$cache"
+deb_key=$({ echo "$key"; cat "$here"/*; } | sha256sum | cut -c1-16)  # + the package's own files
+version=$(sed -n '1s/.*(\(.*\)).*/\1/p' "$here/changelog")
+deb=dist/llm-tpu-model-smollm2-135m_${version}_all.deb
+if [ -f "$deb" ] && [ "$(cat "dist/.model-deb.key" 2>/dev/null)" = "$deb_key" ]; then
+  echo "model-deb: $deb is up to date" >&2
+  echo "$deb"
+  exit 0
+fi
 
 for spec in "bf16 $bf16" "w4bf16 $w4"; do
   read -r quant name <<<"$spec"
@@ -37,4 +45,5 @@ echo "model-deb: built $deb ($(du -h "$deb" | cut -f1)) in $(($(date +%s) - star
 start=$(date +%s)
 PATH=/usr/sbin:/usr/bin:/sbin:/bin lintian --fail-on warning "$deb"
 echo "model-deb: lintian clean in $(($(date +%s) - start)) s" >&2
+echo "$deb_key" >dist/.model-deb.key
 echo "$deb"
