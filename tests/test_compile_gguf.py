@@ -28,7 +28,7 @@ from appliance.compile.plan import BuildOptions
 from appliance.compile.source import Checkpoint, read_spec
 from appliance.compile.sources import resolve_source
 from appliance.generation.tokenizer import ChatTokenizer
-from appliance.models.store import find_tokenizer_dir
+from appliance.models.directory import find_tokenizer_dir
 
 CREATE_TIME = re.compile(rb"[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4}")
 TEXT = "Hello, world! 你好，世界 def f(x): return x ** 2"
