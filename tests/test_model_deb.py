@@ -114,6 +114,11 @@ def test_info_json_names_the_packaged_build(
     assert main(["models", "info", "default", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["name"] == TPU_DEFAULT and info["quantization"] == "bf16" and info["max_seq_len"] == 64
+    assert main(["models", "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(m["name"], m["note"]) for m in listed["models"]] == [(TPU_DEFAULT, "default on this TPU box")]
+    embedded_note = (listed["embedded_model"] or {}).get("note", "")
+    assert not embedded_note.startswith("embedded default") and not embedded_note.endswith("the default")
 
 
 def test_packaged_models_are_searched_last_and_never_the_install_target(
