@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 
 .PHONY: chat test lint typecheck unit bench venv vendor-runtime compiler clean deb deb-arm64 repo repo-arm64 \
-	package-test test-arm64
+	package-test test-arm64 model-deb verify-default-bmodel
 
 venv:
 	@./scripts/bootstrap.sh
@@ -57,6 +57,14 @@ package-test: repo
 
 test-arm64: repo-arm64
 	$(PY) -m pytest -q -p no:cacheprovider tests/package -m "package and arm64"
+
+# The package llm-tpu-model-smollm2-135m (dist/): the embedded model compiled for the TPU, bf16 and w4bf16.
+model-deb: venv compiler
+	@./packaging/llm-tpu-model-smollm2-135m/make-model-deb.sh
+
+# Slow (the cmodel runs the seq-512 prefill): the packaged bf16 default gives torch's tokens. Not in `test`.
+verify-default-bmodel: model-deb vendor-runtime
+	$(PY) -m bench.verify_default_bmodel
 
 bench: venv vendor-runtime
 	$(PY) -m bench

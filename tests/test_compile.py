@@ -16,7 +16,7 @@ import pytest
 from support.compile_builds import (
     LAYOUTS,
     PADDING,
-    binary_offset,
+    assert_sample_build_equals_fixture,
     comparable_file,
     compile_layout,
     differing_offsets,
@@ -63,19 +63,7 @@ def test_greedy_build_is_byte_identical_except_timestamp_and_padding(builds: Pat
 
 @pytest.mark.parametrize("name", ["bf16_sample", "w4bf16_sample"])
 def test_sample_builds_equal_the_fixture_except_time_and_padding(builds: Path, name: str) -> None:
-    ours, fixture = comparable_file(name, builds), FIXTURES / LAYOUTS[name].fixture
-
-    def described(p: Path) -> str:  # the whole flatbuffer, field by field
-        text = re.sub(r'time: ".*"', "time", tool(["--print", str(p)]))
-        # --kernel_remove leaves the removed module's mode field uninitialised
-        return re.sub(r"(kernel_module: \{[^}]*\}[^}]*?)mode: -?\d+", r"\1mode", text, flags=re.S)
-
-    assert described(ours) == described(fixture)
-    start = binary_offset(fixture)
-    assert start == binary_offset(ours)
-    diff = set(differing_offsets(ours, fixture, start))
-    assert diff <= PADDING[name], f"bytes differ outside the padding: {sorted(diff - PADDING[name])[:20]}"
-    assert len(diff) <= len(PADDING[name]) == 49
+    assert_sample_build_equals_fixture(name, comparable_file(name, builds))
 
 
 def test_tiny_llama_tied_without_bias_compiles(tmp_path: Path) -> None:
@@ -183,7 +171,31 @@ def test_cli_installs_into_the_store_with_a_manifest(
     info = json.loads(capsys.readouterr().out)
     assert info["family"] == "qwen2" and info["quantization"] == "bf16" and info["max_seq_len"] == 64
     compiled = info["extra"]["compiled"]
-    assert compiled["options"] == {"quant": "bf16", "seq": 64, "sample": False}
+    assert compiled["options"] == {"quant": "bf16", "seq": 64, "sample": False, "lm_head": "bf16"}
     assert compiled["tools"]["tpu-mlir"] == "1.30.2" and len(compiled["source_sha256"]) == 64
     roles = {f["path"]: f["role"] for f in info["files"]}
     assert roles["tiny.bmodel"] == "weights" and roles["token_config/tokenizer.json"] == "tokenizer"
+
+
+@pytest.mark.parametrize(("lm_head", "weight_bytes"), [("int8", 1.0), ("int4", 0.5)])
+def test_quantized_lm_head_shrinks_the_bmodel_by_its_weight_bytes(
+    builds: Path, tmp_path: Path, lm_head: str, weight_bytes: float
+) -> None:
+    """The fixture's untied [2048, 64] lm_head, weight-only quantized per group of 64: its bf16 bytes
+    give way to the quantized weights plus a bf16 scale and a uint8 zero point per group."""
+    opts = BuildOptions("bf16", 64, True, lm_head)
+    res = compile_bmodel(FIXTURES / "hf", opts, tmp_path / "work", tmp_path / f"{lm_head}.bmodel")
+    info = tool(["--info", str(res.bmodel)])
+    assert re.search(r"\[lm_head\].*?output: \S+, \[1, 2048\], float32", info, re.S)
+    vocab, hidden, groups = 2048, 64, 1
+    saved = vocab * hidden * 2 - (vocab * hidden * weight_bytes + vocab * groups * 3)
+    bf16_size = (builds / "bf16_sample.bmodel").stat().st_size
+    assert abs((bf16_size - res.bmodel.stat().st_size) - saved) < 4096  # blobs are 4 KiB aligned
+
+
+def test_lm_head_option_is_checked_before_work(tmp_path: Path) -> None:
+    with pytest.raises(driver.InvalidRequest, match="--lm-head 'int2'"):
+        compile_bmodel(
+            FIXTURES / "hf", BuildOptions("bf16", 64, True, "int2"), tmp_path / "w", tmp_path / "x"
+        )
+    assert not (tmp_path / "w").exists()

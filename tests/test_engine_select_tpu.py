@@ -14,7 +14,7 @@ from appliance.errors import EngineUnavailable
 
 def test_bmodel_without_tpu_explains_the_cmodel(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LLM_TPU_BMRT_LIBDIR", raising=False)
-    monkeypatch.setattr(select, "_tpu_present", lambda: False)
+    monkeypatch.setattr(select, "tpu_present", lambda: False)
     with pytest.raises(EngineUnavailable, match="no TPU") as err:
         select.resolve_auto("tiny", True, EngineOptions())
     assert err.value.hint and "LLM_TPU_BMRT_LIBDIR" in err.value.hint
@@ -26,7 +26,7 @@ def test_bmodel_without_tpu_explains_the_cmodel(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_device_prefers_sail_when_importable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(select, "_tpu_present", lambda: True)
+    monkeypatch.setattr(select, "tpu_present", lambda: True)
     pkg, mod = types.ModuleType("sophon"), types.ModuleType("sophon.sail")
     pkg.__path__ = []  # type: ignore[attr-defined]
     mod.__spec__ = types.SimpleNamespace(name="sophon.sail")  # type: ignore[assignment]

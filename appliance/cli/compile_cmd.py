@@ -11,7 +11,7 @@ from pathlib import Path
 
 from appliance import __version__, paths
 from appliance.compile.driver import CompileResult, Progress, compile_bmodel
-from appliance.compile.plan import QUANTS, BuildOptions
+from appliance.compile.plan import LM_HEAD_QUANTS, QUANTS, BuildOptions
 from appliance.compile.sources import resolve_source
 from appliance.compile.toolchain import TPU_MLIR_VERSION
 from appliance.models.directory import has_tokenizer
@@ -24,7 +24,8 @@ __all__ = ["register_compile_command"]
 
 def _default_name(src: Path, opts: BuildOptions) -> str:
     base = src.name.lower().replace("_", "-")
-    return derive_model_name(f"{base}-{opts.quant}-seq{opts.seq}{'-sample' if opts.sample else ''}")
+    lm_head = f"-lmhead-{opts.lm_head}" if opts.lm_head_quantized else ""
+    return derive_model_name(f"{base}-{opts.quant}{lm_head}-seq{opts.seq}{'-sample' if opts.sample else ''}")
 
 
 def _print_progress(p: Progress) -> None:
@@ -52,7 +53,7 @@ def _manifest(result: CompileResult, name: str, source: str) -> ModelManifest:
         extra={
             "compiled": {
                 "source_sha256": result.source_sha256,
-                "options": {"quant": o.quant, "seq": o.seq, "sample": o.sample},
+                "options": {"quant": o.quant, "seq": o.seq, "sample": o.sample, "lm_head": o.lm_head},
                 "tools": {"tpu-mlir": TPU_MLIR_VERSION, "llm-tpu-appliance": __version__},
                 "seconds": round(result.seconds, 1),
             }
@@ -67,7 +68,7 @@ def run_compile(args: argparse.Namespace) -> int:
     if out is not None:
         check_model_name(out.name)
     src, source = resolve_source(args.src)
-    opts = BuildOptions(quant=args.quant, seq=args.seq, sample=args.sample)
+    opts = BuildOptions(quant=args.quant, seq=args.seq, sample=args.sample, lm_head=args.lm_head)
     name = args.name or (out.name if out else _default_name(src, opts))
     if not has_tokenizer(src):
         print(
@@ -124,6 +125,13 @@ def register_compile_command(msub: argparse._SubParsersAction) -> None:
     )
     c.add_argument(
         "--seq", type=int, default=512, help="context length (prompt + answer) the bmodel is built for"
+    )
+    c.add_argument(
+        "--lm-head",
+        choices=list(LM_HEAD_QUANTS),
+        default="bf16",
+        help="lm_head weights: bf16 (as the vendor builds it), or int8/int4 per group of 64 with bf16 compute "
+        "(fewer bytes read per token; logits slightly less exact)",
     )
     c.add_argument(
         "--sample", action="store_true", help="lm_head gives logits, plus greedy_head and sample_head nets"

@@ -21,6 +21,7 @@ from appliance.models import embedded
 from appliance.models.manifest import InstalledModel, ModelManifest, read_manifest
 from appliance.models.names import MODEL_NAME_HELP
 from appliance.models.store import ModelStore
+from appliance.models.tpu_default import packaged_tpu_default
 from provisioning import install
 from provisioning.catalog import catalog
 from provisioning.catalog_fit import catalog_fits
@@ -54,14 +55,17 @@ def _context(manifest: ModelManifest) -> int:
     return host_context(manifest.max_seq_len) if manifest.engine == "host" else manifest.max_seq_len
 
 
-def _embedded_row() -> dict[str, Any] | None:
-    """The embedded default (converted once into the cache; listed even before that, from the wheel)."""
+def _embedded_row(tpu_default: bool) -> dict[str, Any] | None:
+    """The embedded model (converted once into the cache; listed even before that, from the wheel); the
+    default unless ``tpu_default`` (the packaged TPU build is the default on this box)."""
     try:
         gguf = embedded.gguf_path()
     except ApplianceError:
         return None
     converted = embedded.converted_model()
     if converted is not None:
+        if tpu_default:
+            return _row(converted, "embedded, host engine (the TPU build is the default here)")
         return _row(converted, "embedded default (used when no --model is given)")
     return {
         "name": embedded.NAME,
@@ -71,7 +75,7 @@ def _embedded_row() -> dict[str, Any] | None:
         "max_seq_len": host_context(embedded.MAX_SEQ_LEN),
         "size": gguf.stat().st_size,
         "path": str(gguf),
-        "note": "embedded default (converted on first use)",
+        "note": "embedded (converted on first use)" + ("" if tpu_default else ", the default"),
     }
 
 
@@ -88,8 +92,11 @@ def _serving() -> dict[str, Any] | None:
 def run_list(args: argparse.Namespace) -> int:
     store = ModelStore()
     models, problems = store.installed()
-    rows = [_row(m) for m in models]
-    embedded_row = _embedded_row()
+    packaged = packaged_tpu_default(store.roots)
+    rows = [
+        _row(m, "default on this TPU box" if packaged and m.path == packaged.path else "") for m in models
+    ]
+    embedded_row = _embedded_row(packaged is not None)
     serving = _serving()
     if args.json:
         data = {

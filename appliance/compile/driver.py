@@ -19,7 +19,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from appliance.compile.plan import QUANTS, BuildOptions, NetJob, plan_nets
+from appliance.compile.plan import LM_HEAD_QUANTS, QUANTS, BuildOptions, NetJob, plan_nets
 from appliance.compile.source import Checkpoint, ModelSpec, read_spec
 from appliance.compile.toolchain import TPU_MLIR_VERSION, Toolchain, find_toolchain, net_commands
 from appliance.compile.workdir import WorkDir
@@ -83,6 +83,8 @@ def estimate_scratch_bytes(spec: ModelSpec, opts: BuildOptions) -> int:
 def _check_options(opts: BuildOptions) -> None:
     if opts.quant not in QUANTS:
         raise InvalidRequest(f"--quant {opts.quant!r} is not one of {', '.join(QUANTS)}")
+    if opts.lm_head not in LM_HEAD_QUANTS:
+        raise InvalidRequest(f"--lm-head {opts.lm_head!r} is not one of {', '.join(LM_HEAD_QUANTS)}")
     if not MIN_SEQ <= opts.seq <= MAX_SEQ:
         raise InvalidRequest(f"--seq {opts.seq} is outside {MIN_SEQ}..{MAX_SEQ}")
 

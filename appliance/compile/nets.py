@@ -53,14 +53,29 @@ def embedding_mlir(spec: ModelSpec, name: str, length: int) -> str:
     return f.text([out])
 
 
-def lm_head_mlir(spec: ModelSpec, *, with_topk: bool) -> str:
+def lm_head_mlir(spec: ModelSpec, *, with_topk: bool, weight_right: bool = False) -> str:
+    """llm_convert's lm_head: the [V, H] weight on the left, transposed hidden states on the right.
+
+    ``weight_right``: hidden states [1, H] times the weight stored as [H, V] (lm_head_weight_right),
+    the form of the blocks' projections, which tpuc-opt lowers to a weight-only quantized A16MatMul
+    (with the weight on the left it stays bf16 whatever the mode).
+    """
     f = Function("lm_head", "../lm_head_top_weights.npz", [((1, spec.hidden), "f32")])
     x = f.input(0, "hidden_states")
-    w = f.weight(LM_HEAD + ".weight", (spec.vocab, spec.hidden))
-    y = f.op(
-        "MatMul", [w, x, f.none], (spec.vocab, 1), LM_HEAD, do_relu=bool_(False), right_transpose=bool_(True)
-    )
-    y = f.op("Reshape", [y], (1, spec.vocab), LM_HEAD + ".reshape")
+    if weight_right:
+        w = f.weight(LM_HEAD + ".weight", (spec.hidden, spec.vocab))
+        y = f.op("MatMul", [x, w, f.none], (1, spec.vocab), LM_HEAD, do_relu=bool_(False))
+    else:
+        w = f.weight(LM_HEAD + ".weight", (spec.vocab, spec.hidden))
+        y = f.op(
+            "MatMul",
+            [w, x, f.none],
+            (spec.vocab, 1),
+            LM_HEAD,
+            do_relu=bool_(False),
+            right_transpose=bool_(True),
+        )
+        y = f.op("Reshape", [y], (1, spec.vocab), LM_HEAD + ".reshape")
     if not with_topk:
         return f.text([y])
     _, idx = f.op2("TopK", [y], ((1, 1), (1, 1)), ["token_value", "token_id"], axis=i64(1), K=i64(1))

@@ -12,6 +12,10 @@ __all__ = ["BuildOptions", "NetJob", "plan_nets"]
 
 QUANTS = ("bf16", "w4bf16")
 Q_GROUP = 64  # llm_convert's default group size for w4
+# lm_head weights: bf16 as llm_convert builds it, or weight-only int8/int4 with bf16 compute, per
+# group of 64 along the hidden size (tpuc-opt's W8BF16/W4BF16; group 0, per channel, crashes
+# tpuc-opt 1.30.2 with SIGFPE). The lm_head is 40-60% of the bytes a small model reads per token.
+LM_HEAD_QUANTS = {"bf16": "bf16", "int8": "w8bf16", "int4": "w4bf16"}
 
 
 @dataclass(frozen=True)
@@ -19,6 +23,11 @@ class BuildOptions:
     quant: str  # "bf16" | "w4bf16"
     seq: int
     sample: bool  # lm_head gives logits + greedy_head + sample_head (else lm_head has the argmax)
+    lm_head: str = "bf16"  # a key of LM_HEAD_QUANTS
+
+    @property
+    def lm_head_quantized(self) -> bool:
+        return self.lm_head != "bf16"
 
 
 @dataclass(frozen=True)
@@ -59,8 +68,10 @@ def plan_nets(spec: ModelSpec, opts: BuildOptions) -> list[NetJob]:
     group = Q_GROUP if opts.quant.startswith("w4") else 0
     sized: list[NetJob] = [_net("embedding", "bf16")]
     unsized: list[NetJob] = [_net("embedding_cache", "bf16")]
-    lm_head = _net("lm_head", "bf16", qout=False, cost=2.0)
-    (unsized if spec.tied else sized).append(lm_head)
+    lm_quant = LM_HEAD_QUANTS[opts.lm_head]
+    lm_head = _net("lm_head", lm_quant, qout=False, cost=2.0, group=Q_GROUP if opts.lm_head_quantized else 0)
+    # tied and bf16, lm_head shares the embedding's data and llm_convert combines it after the sized nets
+    (unsized if spec.tied and not opts.lm_head_quantized else sized).append(lm_head)
     if opts.sample:
         sized.append(_net("greedy_head", "f32", addr="io_alone", qin=False, qout=False))
         sized.append(

@@ -89,6 +89,17 @@ def _rope_theta(cfg: dict[str, Any]) -> float:
     return float(cfg.get("rope_theta", 10000.0))
 
 
+def _decimal_of_f32(value: float) -> float:
+    """A value that is exactly a float32 (read back from f32 storage, as a GGUF's rms epsilon: 1e-06
+    becomes 9.999999974752427e-07) is taken as the shortest decimal with that float32, the number the
+    model was written with, so that a GGUF builds the same bmodel as the directory it came from. A
+    decimal from a config.json (1e-06) is not exactly a float32 and stays as it is."""
+    f32 = np.float32(value)
+    if float(f32) != value:
+        return value
+    return float(np.format_float_scientific(f32, unique=True))
+
+
 def read_spec(src: Path) -> ModelSpec:
     """The model's shape from config.json; an UnsupportedModel names the first field we cannot do."""
     cfg = _load_config(src)
@@ -125,7 +136,7 @@ def read_spec(src: Path) -> ModelSpec:
             kv_heads=int(cfg.get("num_key_value_heads") or heads),
             head_dim=int(cfg.get("head_dim") or hidden // heads),
             vocab=int(cfg["vocab_size"]),
-            rms_eps=float(cfg["rms_norm_eps"]),
+            rms_eps=_decimal_of_f32(float(cfg["rms_norm_eps"])),
             rope_theta=_rope_theta(cfg),
             tied=bool(cfg.get("tie_word_embeddings", False)),
             dtype=str(cfg.get("dtype") or cfg.get("torch_dtype") or "bfloat16"),

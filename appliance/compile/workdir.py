@@ -90,7 +90,12 @@ class WorkDir:
         embed = nets.EMBED + ".weight"
         npz("embedding_top_weights.npz", lambda: {embed: ckpt.read(embed)})
         lm_key = embed if spec.tied else nets.LM_HEAD + ".weight"
-        npz("lm_head_top_weights.npz", lambda: {nets.LM_HEAD + ".weight": ckpt.read(lm_key)})
+
+        def lm_head() -> dict[str, np.ndarray]:
+            w = ckpt.read(lm_key)  # [V, H]; [H, V] for a quantized lm_head (nets.lm_head_mlir)
+            return {nets.LM_HEAD + ".weight": np.ascontiguousarray(w.T) if self.opts.lm_head_quantized else w}
+
+        npz("lm_head_top_weights.npz", lm_head)
         npz("sample_head_top_weights.npz", nets.sample_head_weights)
         for i in range(spec.num_layers):
             npz(f"block_{i}_top_weights.npz", lambda i=i: nets.block_weights(ckpt, spec, i, cos, sin))  # type: ignore[misc]
@@ -109,7 +114,9 @@ class WorkDir:
         if net == "embedding_cache":
             return nets.embedding_mlir(spec, net, 1)
         if net == "lm_head":
-            return nets.lm_head_mlir(spec, with_topk=not self.opts.sample)
+            return nets.lm_head_mlir(
+                spec, with_topk=not self.opts.sample, weight_right=self.opts.lm_head_quantized
+            )
         if net == "greedy_head":
             return nets.greedy_head_mlir(spec)
         if net == "sample_head":

@@ -21,12 +21,13 @@ from appliance.engine.protocol import Engine
 from appliance.engine.sail import SailEngine
 from appliance.errors import EngineUnavailable, ModelFormatError
 
-__all__ = ["RuntimeProbe", "open_engine", "probe_runtimes", "resolve_auto"]
+__all__ = ["TPU_DEVICE_GLOB", "RuntimeProbe", "open_engine", "probe_runtimes", "resolve_auto", "tpu_present"]
 
 TPU_DEVICE_GLOB = "/dev/bm-sophon*"
 
 
-def _tpu_present() -> bool:
+def tpu_present() -> bool:
+    """A BM1684X device node exists (SoC box or PCIe card): the boundary tests fake."""
     return bool(glob.glob(TPU_DEVICE_GLOB))
 
 
@@ -108,7 +109,7 @@ def resolve_auto(name: str, is_bmodel: bool, options: EngineOptions) -> str:
     """
     if not is_bmodel:
         return "host"
-    if _tpu_present():
+    if tpu_present():
         if _sail_importable():
             return "sail"
         if _libsophon_present():

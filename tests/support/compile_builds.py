@@ -10,6 +10,7 @@ nets' (greedy_head, sample_head) IR, the same offsets in bf16 and w4bf16.
 
 from __future__ import annotations
 
+import re
 import shutil
 import struct
 import subprocess
@@ -95,3 +96,30 @@ def differing_offsets(a: Path, b: Path, start: int = 0) -> list[int]:
     da, db = a.read_bytes(), b.read_bytes()
     assert len(da) == len(db), f"{a.name} has {len(da)} bytes, {b.name} {len(db)}"
     return [i for i in range(start, len(da)) if da[i] != db[i]]
+
+
+def described(path: Path) -> str:
+    """The whole flatbuffer, field by field (model_tool --print), without the create time."""
+    text = re.sub(r'time: ".*"', "time", tool(["--print", str(path)]))
+    # --kernel_remove leaves the removed module's mode field uninitialised
+    return re.sub(r"(kernel_module: \{[^}]*\}[^}]*?)mode: -?\d+", r"\1mode", text, flags=re.S)
+
+
+def command_ranges(path: Path) -> list[range]:
+    """Where the nets' instruction streams and IR are (binary_bdc, binary_gdma, binary_ir): the only
+    places the tools leave uninitialised bytes."""
+    text = tool(["--print", str(path)])
+    found = re.finditer(r"binary_(?:bdc|gdma|ir): \{\s*start: (\d+),\s*size: (\d+)", text)
+    return [range(int(m[1]), int(m[1]) + int(m[2])) for m in found]
+
+
+def assert_sample_build_equals_fixture(name: str, ours: Path) -> None:
+    """A ``--sample`` build (kernel module removed) equals the vendor's: the whole flatbuffer field by
+    field except the create time, and the binary section except the known padding bytes."""
+    fixture = FIXTURES / LAYOUTS[name].fixture
+    assert described(ours) == described(fixture)
+    start = binary_offset(fixture)
+    assert start == binary_offset(ours)
+    diff = set(differing_offsets(ours, fixture, start))
+    assert diff <= PADDING[name], f"bytes differ outside the padding: {sorted(diff - PADDING[name])[:20]}"
+    assert len(diff) <= len(PADDING[name]) == 49

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from safetensors.numpy import save_file
@@ -41,9 +42,10 @@ def _bf16(x: np.ndarray) -> np.ndarray:
     return rounded.view(np.float32)
 
 
-def write_tiny_llama(dest: Path, seed: int = 20261202) -> Path:
+def write_tiny_llama(dest: Path, seed: int = 20261202, **changes: object) -> Path:
+    """The tiny Llama in ``dest``; ``changes`` override CONFIG entries (e.g. ``vocab_size``)."""
     rng = np.random.default_rng(seed)
-    c = CONFIG
+    c: dict[str, Any] = CONFIG | changes
     h, inter, v = c["hidden_size"], c["intermediate_size"], c["vocab_size"]
     q, kv = c["num_attention_heads"] * c["head_dim"], c["num_key_value_heads"] * c["head_dim"]
 
