@@ -2,7 +2,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: chat test lint typecheck unit bench venv vendor-runtime compiler clean
+.PHONY: chat test lint typecheck unit bench venv vendor-runtime compiler clean deb deb-arm64 repo repo-arm64 \
+	package-test test-arm64
 
 venv:
 	@./scripts/bootstrap.sh
@@ -18,8 +19,8 @@ chat: venv
 	@$(VENV)/bin/llm-tpu chat
 
 lint: venv
-	$(VENV)/bin/ruff check appliance provisioning tests bench
-	$(VENV)/bin/ruff format --check appliance provisioning tests bench
+	$(VENV)/bin/ruff check appliance provisioning tests bench scripts
+	$(VENV)/bin/ruff format --check appliance provisioning tests bench scripts
 
 typecheck: venv
 	$(VENV)/bin/mypy
@@ -27,13 +28,38 @@ typecheck: venv
 # The cmodel simulator keeps busy-polling threads (about two cores) for the rest of a process once a
 # runtime exists, so its tests run alone, in their own process, after everything else.
 unit: venv vendor-runtime compiler
-	$(PY) -m pytest -q -m "not cmodel"
-	$(PY) -m pytest -q -m cmodel
+	$(PY) -m pytest -q -m "not cmodel and not package"
+	$(PY) -m pytest -q -m "cmodel and not package"
 
-test: lint typecheck unit
+test: lint typecheck unit package-test
+
+# The Debian package (root; Debian's tools with the system PATH: pyenv first on PATH breaks dh).
+# Built in a cached Debian 11 chroot; see scripts/build_deb.py. dist/ receives the .deb files.
+SYSPATH := PATH=/usr/sbin:/usr/bin:/sbin:/bin
+deb: venv
+	$(SYSPATH) python3 scripts/build_deb.py --arch amd64
+
+deb-arm64: venv
+	$(SYSPATH) python3 scripts/build_deb.py --arch arm64
+
+# A signed apt repository in dist/repo from the .deb files in dist/ (a throwaway key unless
+# LLM_TPU_REPO_GNUPGHOME names a keyring with the signing key).
+repo: deb
+	$(SYSPATH) python3 scripts/make_repo.py dist dist/repo
+
+repo-arm64: deb deb-arm64
+	$(SYSPATH) python3 scripts/make_repo.py dist dist/repo
+
+# Install, run, upgrade, remove and purge the package from the signed repository in clean Debian 11
+# and 12 chroots (tests/package/).
+package-test: repo
+	$(PY) -m pytest -q -p no:cacheprovider tests/package -m "package and not arm64"
+
+test-arm64: repo-arm64
+	$(PY) -m pytest -q -p no:cacheprovider tests/package -m "package and arm64"
 
 bench: venv vendor-runtime
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache dist

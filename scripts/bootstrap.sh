@@ -6,7 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # cmake, make, gcc and g++: the PPL JIT of the bmodel compiler (llm-tpu models compile) builds kernels with them.
-APT_PACKAGES=(pkg-config libsystemd-dev curl systemd device-tree-compiler u-boot-tools tmux cmake make gcc g++)
+# debootstrap, lintian, apt-utils (apt-ftparchive) and gnupg: the Debian package, its signed repository
+# and its tests in chroots (make deb / repo / package-test); the build itself runs in a Debian 11 chroot.
+APT_PACKAGES=(pkg-config libsystemd-dev curl systemd device-tree-compiler u-boot-tools tmux cmake make gcc g++
+  debootstrap lintian apt-utils gnupg)
 VENV=${LLM_TPU_VENV:-.venv}
 
 missing=()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 UNITS = Path(__file__).resolve().parents[1] / "systemd"
-EXEC = "/opt/venvs/llm-tpu-appliance/bin/llm-tpu"
+EXEC = "/usr/bin/llm-tpu"
 
 
 def _root(tmp_path: Path, service_text: str | None = None) -> Path:

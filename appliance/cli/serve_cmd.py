@@ -8,10 +8,23 @@ import asyncio
 from appliance.cli.options import add_devid_option
 from appliance.config import load_config
 from appliance.engine.options import ENGINE_CHOICES
+from appliance.errors import ConfigError
 from appliance.service.systemd_integration import setup_logging
+
+# sysexits.h EX_CONFIG: llm-tpu.service lists it in RestartPreventExitStatus=, so a broken
+# configuration stops the service once with its message in the journal instead of a restart loop.
+EX_CONFIG = 78
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        return _serve(args)
+    except ConfigError as err:
+        err.exit_code = EX_CONFIG
+        raise
+
+
+def _serve(args: argparse.Namespace) -> int:
     from appliance.service.server import run_service
 
     overrides = {

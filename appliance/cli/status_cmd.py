@@ -6,7 +6,19 @@ import argparse
 import json
 from typing import Any
 
+from appliance.engine.select import RuntimeProbe, probe_runtimes
+from appliance.errors import ServiceUnavailable
 from appliance.service.client import ServiceClient
+
+
+def _runtime_lines(probe: RuntimeProbe) -> list[str]:
+    """This machine's engines: a box owner learns here that the TPU runtime is missing and what to do."""
+    lines = [f"runtime    {probe.summary()}"]
+    step = probe.next_step()
+    if step:
+        lines[0] = "runtime    no TPU runtime found: " + probe.summary()
+        lines.append(f"next step  {step}")
+    return lines
 
 
 def _human(status: dict[str, Any]) -> list[str]:
@@ -38,13 +50,29 @@ def _human(status: dict[str, Any]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    client = ServiceClient.for_socket(args.socket, timeout=10.0)
-    status = client.status()
+    probe = probe_runtimes()
+    try:
+        client = ServiceClient.for_socket(args.socket, timeout=10.0)
+        status = client.status()
+    except ServiceUnavailable:
+        if not args.json:
+            print("\n".join(_runtime_lines(probe)))
+        raise
     if args.json:
-        print(json.dumps(status, indent=2))
+        print(json.dumps({**status, "runtime": _probe_dict(probe)}, indent=2))
     else:
-        print("\n".join(_human(status)))
+        print("\n".join(_human(status) + _runtime_lines(probe)))
     return 0 if status.get("status") == "ready" else 3
+
+
+def _probe_dict(probe: RuntimeProbe) -> dict[str, Any]:
+    return {
+        "tpu_devices": list(probe.tpu_devices),
+        "libsophon": probe.libsophon,
+        "sail": probe.sail,
+        "torch": probe.torch,
+        "next_step": probe.next_step(),
+    }
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -10,6 +10,7 @@ import glob
 import importlib.util
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.engine.bmrt.engine import BmrtEngine
@@ -20,7 +21,7 @@ from appliance.engine.protocol import Engine
 from appliance.engine.sail import SailEngine
 from appliance.errors import EngineUnavailable, ModelFormatError
 
-__all__ = ["open_engine", "resolve_auto"]
+__all__ = ["RuntimeProbe", "open_engine", "probe_runtimes", "resolve_auto"]
 
 TPU_DEVICE_GLOB = "/dev/bm-sophon*"
 
@@ -36,6 +37,69 @@ def _sail_importable() -> bool:
         return False
 
 
+def _libsophon_present() -> bool:
+    return (DEVICE_LIBDIR / "libbmrt.so.1.0").exists() or (DEVICE_LIBDIR / "libbmrt.so").exists()
+
+
+# Where a packaged install looks for optional add-ons (torch + transformers for the host engine, a
+# cp311 sophon-sail wheel): the venv reads this directory after its own site-packages (a .pth file).
+ADDONS_DIR = "/usr/local/lib/llm-tpu-appliance/site-packages"
+HOST_ENGINE_INSTALLER = "/opt/llm-tpu-appliance/bin/install-host-engine"
+
+
+@dataclass(frozen=True)
+class RuntimeProbe:
+    """Which engines could run on this machine, and what to do when none can."""
+
+    tpu_devices: tuple[str, ...]
+    libsophon: bool
+    sail: bool
+    torch: bool
+
+    @property
+    def tpu_runtime(self) -> bool:
+        return bool(self.tpu_devices) and (self.libsophon or self.sail)
+
+    def summary(self) -> str:
+        parts = [
+            f"TPU device {', '.join(self.tpu_devices)}"
+            if self.tpu_devices
+            else f"no TPU device ({TPU_DEVICE_GLOB})",
+            f"libsophon {DEVICE_LIBDIR}" if self.libsophon else "no libsophon",
+            "sophon.sail" if self.sail else "no sophon.sail",
+            "torch (host engine)" if self.torch else "no torch (host engine)",
+        ]
+        return ", ".join(parts)
+
+    def next_step(self) -> str | None:
+        """What to install when no engine can run a model here; None when one can."""
+        if self.tpu_runtime or self.torch:
+            return None
+        if self.tpu_devices:
+            return "install the vendor SDK's libsophon (and sophon-sail): apt install libsophon"
+        installer = HOST_ENGINE_INSTALLER if Path(HOST_ENGINE_INSTALLER).exists() else None
+        how = f"sudo {installer}" if installer else "pip install 'llm-tpu-appliance[host]'"
+        return (
+            "on a BM1684X box install the vendor SDK (apt install libsophon); on a host without a TPU add "
+            f"the CPU engine (torch + transformers, about 1 GB): {how}, then set model.engine: host and a "
+            "Hugging Face model in /etc/llm-tpu/conf.d/"
+        )
+
+
+def probe_runtimes() -> RuntimeProbe:
+    """Look for the TPU device nodes, libsophon, sophon.sail and torch (imports nothing heavy)."""
+    try:
+        torch = importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):
+        torch = False
+    return RuntimeProbe(
+        tpu_devices=tuple(sorted(glob.glob(TPU_DEVICE_GLOB))),
+        libsophon=_libsophon_present(),
+        sail=_sail_importable(),
+        torch=torch,
+    )
+
+
 def resolve_auto(name: str, is_bmodel: bool, options: EngineOptions) -> str:
     """``auto``: sail (importable, device present), then bmrt on a device, then host.
 
@@ -47,7 +111,7 @@ def resolve_auto(name: str, is_bmodel: bool, options: EngineOptions) -> str:
     if _tpu_present():
         if _sail_importable():
             return "sail"
-        if (DEVICE_LIBDIR / "libbmrt.so.1.0").exists() or (DEVICE_LIBDIR / "libbmrt.so").exists():
+        if _libsophon_present():
             return "bmrt"
     if options.libdir or os.environ.get("LLM_TPU_BMRT_LIBDIR"):
         return "bmrt"
