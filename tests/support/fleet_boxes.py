@@ -119,8 +119,8 @@ class FleetBox:
         return out
 
 
-def box_spec(release: str) -> ChrootSpec:
-    return ChrootSpec(release, host_arch(), BOX_PACKAGES)
+def box_spec(release: str, extra_packages: tuple[str, ...] = ()) -> ChrootSpec:
+    return ChrootSpec(release, host_arch(), tuple(sorted({*BOX_PACKAGES, *extra_packages})))
 
 
 def make_box(
@@ -132,8 +132,9 @@ def make_box(
     heaps: Heaps | None = None,
     ddr_gib: tuple[int, int, int] = (8, 4, 4),
     dts: str = SE7_DTS,
+    extra_packages: tuple[str, ...] = (),
 ) -> FleetBox:
-    chroot = Chroot.create(box_spec(release), dest)
+    chroot = Chroot.create(box_spec(release, extra_packages), dest)
     chroot.mount()
     # The fake board's /proc replaces the kernel's (see the module docstring).
     subprocess.run(["umount", str(dest / "proc")], check=True)

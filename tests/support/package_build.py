@@ -1,18 +1,20 @@
-"""The package the fleet tests install: the real .deb from `make deb` (scripts/build_deb.py)."""
+"""The built package for the fleet tests: the .deb of `make deb` and the signed repository of `make repo`."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+import pytest
+
+DIST = Path(__file__).resolve().parents[2] / "dist"
 
 
-def package_deb() -> Path:
-    """The amd64 .deb in dist/ (built by `make deb`, which `make test` runs before the package tests)."""
-    if env := os.environ.get("LLM_TPU_DEB"):
-        return Path(env)
-    debs = sorted((REPO / "dist").glob("llm-tpu-appliance_*_amd64.deb"))
-    if not debs:
-        raise FileNotFoundError("no dist/llm-tpu-appliance_*_amd64.deb: run `make deb` first")
-    return debs[-1]
+def built_package(arch: str = "amd64") -> tuple[Path, Path]:
+    """(newest dist/llm-tpu-appliance_*_<arch>.deb, dist/repo); fails the test when `make repo` has not run."""
+    debs = sorted(DIST.glob(f"llm-tpu-appliance_*_{arch}.deb"), key=lambda p: p.stat().st_mtime)
+    repo = DIST / "repo"
+    if not debs or not (repo / "dists/stable/InRelease").exists():
+        pytest.fail(
+            "no package or repository in dist/: run `make package-test` (it runs make deb and make repo)"
+        )
+    return debs[-1], repo

@@ -3,7 +3,9 @@
 Each box is its own Debian root filesystem with its own fake board (tests/support/fleet_boxes.py):
 two SE7 16 GB (Debian 12) and one SM7 (Debian 11). Ansible reaches them through community.general's
 chroot connection: no daemons, keys or ports to manage, and a module runs in the box exactly as it would
-over SSH (copied in, run by the box's python3). The package is installed from the real .deb (`make deb`).
+over SSH (copied in, run by the box's python3). The package is the real one: the SE7 group installs it
+from the signed apt repository of `make repo` (served over HTTP on 127.0.0.1), the SM7 group from the
+.deb of `make deb`.
 
 The reboot cannot happen in a chroot: the tests set ``llm_tpu_appliance_reboot_command`` to
 ``fake_board.py reboot /`` in the box, which plays the kernel booting the staged image (production leaves
@@ -15,12 +17,15 @@ first run, idempotent second run, an unfit box, a failing canary, a layout that 
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import http.server
 import json
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,13 +36,13 @@ import pytest
 import yaml
 from support.fake_board import OTHER_DTS, Heaps
 from support.fleet_boxes import FleetBox, make_box, parse_recap
-from support.package_build import package_deb
+from support.package_build import built_package
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_DIR = REPO / "provisioning/ansible"
 VENV_BIN = Path(sys.executable).parent
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="fake boxes are chroots: run as root")
+pytestmark = [pytest.mark.package]
 
 # What every test box needs that a real box does not (documented in the role's argument specs).
 TEST_BOX_VARS: dict[str, Any] = {
@@ -55,7 +60,7 @@ TEST_BOX_VARS: dict[str, Any] = {
 }
 # The fleet as an operator would write it: fleet-wide settings, board groups, one host.
 FLEET_VARS: dict[str, Any] = {
-    "llm_tpu_appliance_package_source": "deb",
+    "llm_tpu_appliance_package_source": "apt",  # the SM7 group installs the .deb instead
     "llm_tpu_appliance_config_fleet": {
         "model": {"ref": "/srv/tiny-qwen2/hf", "engine": "scripted"},
         "server": {"socket_path": "/run/llm-tpu/llm.sock", "socket_group": None},
@@ -88,8 +93,9 @@ class Run:
 
 
 class Fleet:
-    def __init__(self, tmp: Path, boxes: list[FleetBox], deb: Path) -> None:
+    def __init__(self, tmp: Path, boxes: list[FleetBox], deb: Path, repo_url: str, repo_key: Path) -> None:
         self.tmp, self.boxes, self.deb = tmp, boxes, deb
+        self.repo_url, self.repo_key = repo_url, repo_key
         self.host_vars: dict[str, dict[str, Any]] = {b.name: {} for b in boxes}
         self.fleet_vars = json.loads(json.dumps(FLEET_VARS))
         self.runs = 0
@@ -107,10 +113,19 @@ class Fleet:
             groups.setdefault(b.group, {"hosts": {}})["hosts"][b.name] = {"ansible_host": str(b.root)}
         hosts = {"llm_tpu_fleet": {"children": groups, "vars": TEST_BOX_VARS}}
         (inv / "hosts.yml").write_text(yaml.safe_dump(hosts))
-        fleet = {**self.fleet_vars, "llm_tpu_appliance_deb_file": str(self.deb)}
+        fleet = {
+            **self.fleet_vars,
+            "llm_tpu_appliance_apt_repo_url": self.repo_url,
+            "llm_tpu_appliance_apt_key_file": str(self.repo_key),
+        }
         (inv / "group_vars/all.yml").write_text(yaml.safe_dump(fleet))
         (inv / "group_vars/se7_16g.yml").write_text(yaml.safe_dump(SE7_VARS))
-        (inv / "group_vars/sm7.yml").write_text(yaml.safe_dump(SM7_VARS))
+        sm7 = {
+            **SM7_VARS,
+            "llm_tpu_appliance_package_source": "deb",
+            "llm_tpu_appliance_deb_file": str(self.deb),
+        }
+        (inv / "group_vars/sm7.yml").write_text(yaml.safe_dump(sm7))
         for name, values in self.host_vars.items():
             if values:
                 (inv / f"host_vars/{name}.yml").write_text(yaml.safe_dump(values))
@@ -147,47 +162,65 @@ class Fleet:
         return Run(proc.returncode, out, parse_recap(proc.stdout), seconds, summary)
 
 
+def package_depends(deb: Path) -> tuple[str, ...]:
+    """The package's Depends, preinstalled in the boxes (they install offline: no Debian sources)."""
+    field = subprocess.run(
+        ["dpkg-deb", "-f", str(deb), "Depends"], capture_output=True, text=True, check=True
+    )
+    return tuple(
+        sorted({dep.split("|")[0].split("(")[0].split(":")[0].strip() for dep in field.stdout.split(",")})
+    )
+
+
+@contextlib.contextmanager
+def serve_directory(root: Path) -> Iterator[str]:
+    """The signed apt repository over HTTP on 127.0.0.1, as a fleet's boxes would reach it."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.RequestHandlerClass.log_message = lambda *a: None  # type: ignore[method-assign]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture(scope="module")
 def fleet() -> Iterator[Fleet]:
-    deb = package_deb()
+    deb, repo = built_package()
+    depends = package_depends(deb)
     # Not under pytest's basetemp: other pytest sessions on this machine rotate those away.
     tmp = Path(tempfile.mkdtemp(prefix="llm-tpu-fleet-", dir="/var/tmp"))
     (tmp / "home").mkdir()
     boxes: list[FleetBox] = []
     try:
-        boxes.append(make_box(tmp / "se7-a", "se7-a", "se7_16g"))
-        # already runs a layout that holds the SE7 group's model: nothing to stage there
-        boxes.append(make_box(tmp / "se7-b", "se7-b", "se7_16g", heaps=Heaps(7100, 1024, 3072)))
-        boxes.append(
-            make_box(
-                tmp / "sm7-a",
-                "sm7-a",
-                "sm7",
-                release="bookworm" if os.environ.get("DEVSRC") else "bullseye",  # DEVHACK
-                heaps=Heaps(2048, 1024, 1024),
-                ddr_gib=(4, 4, 4),
-                dts=OTHER_DTS,
+        with serve_directory(repo) as url:
+            boxes.append(make_box(tmp / "se7-a", "se7-a", "se7_16g", extra_packages=depends))
+            # already runs a layout that holds the SE7 group's model: nothing to stage there
+            boxes.append(
+                make_box(
+                    tmp / "se7-b", "se7-b", "se7_16g", heaps=Heaps(7100, 1024, 3072), extra_packages=depends
+                )
             )
-        )
-        f = Fleet(tmp, boxes, deb)
-        if os.environ.get("DEVSRC"):  # DEVHACK
-            import importlib.util  # DEVHACK
-
-            spec = importlib.util.spec_from_file_location("devsrc", "/tmp/wt11-devsource.py")  # DEVHACK
-            devsrc = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(devsrc)  # DEVHACK
-            for b in boxes:
-                devsrc.install_source(b)  # DEVHACK
-            f.fleet_vars["llm_tpu_appliance_package_source"] = "none"  # DEVHACK
-        yield f
+            boxes.append(
+                make_box(
+                    tmp / "sm7-a",
+                    "sm7-a",
+                    "sm7",
+                    release="bullseye",
+                    heaps=Heaps(2048, 1024, 1024),
+                    ddr_gib=(4, 4, 4),
+                    dts=OTHER_DTS,
+                    extra_packages=depends,
+                )
+            )
+            yield Fleet(tmp, boxes, deb, url, repo / "llm-tpu-appliance.gpg")
     finally:
         for b in boxes:
-            if os.environ.get("DEVSRC"):
-                devsrc.remove_source(b)  # DEVHACK
             b.destroy()
-        logs = sorted(tmp.glob("play-*.log"))
-        print(f"\nansible logs of this run: {', '.join(map(str, logs))}")
-        shutil.rmtree(tmp / "inventory", ignore_errors=True)
+        print(f"\nansible logs of this run: {tmp}/play-*.log")
 
 
 TIMES: dict[str, float] = {}
@@ -209,10 +242,9 @@ def test_check_mode_on_fresh_boxes_reports_and_changes_nothing(fleet: Fleet) -> 
         assert b.boots == 1
     records = run.summary["hosts"]
     assert all(r["check_mode"] and r["result"] == "ok" for r in records.values())
-    assert os.environ.get("DEVSRC") or "would install" in run.stdout  # DEVHACK
-    assert (
-        os.environ.get("DEVSRC") or "would write /etc/llm-tpu/conf.d/50-ansible.yaml" in run.stdout
-    )  # DEVHACK
+    assert "would install llm-tpu-appliance from http://127.0.0.1" in run.stdout  # se7: the apt repository
+    assert "would install llm-tpu-appliance_" in run.stdout  # sm7: the .deb
+    assert "would write /etc/llm-tpu/conf.d/50-ansible.yaml" in run.stdout
 
 
 def test_first_run_installs_configures_stages_and_reboots_where_needed(fleet: Fleet) -> None:
@@ -348,3 +380,51 @@ def test_layout_not_live_after_reboot_is_rolled_back_and_not_retried(fleet: Flee
     assert b.boots == 2 and b.board.boot_image.read_bytes() == before_image
     (b.root / "build/boot-keeps-old-heaps").unlink()
     fleet.host_vars["se7-b"] = {}
+
+
+def test_pull_mode_units_run_ansible_pull_once_at_a_time(fleet: Fleet) -> None:
+    box = fleet.box("se7-a")
+    fleet.host_vars["se7-a"] = {
+        "llm_tpu_appliance_pull_enabled": True,
+        "llm_tpu_appliance_pull_repo": "/srv/fleet.git",
+        "llm_tpu_appliance_pull_packages": [],  # offline box: ansible-core and git are played below
+    }
+    run = fleet.play("--tags", "pull", "--limit", "se7-a")
+    fleet.host_vars["se7-a"] = {}
+    assert run.rc == 0, run.stdout[-3000:]
+    service = box.path("/etc/systemd/system/llm-tpu-fleet-pull.service").read_text()
+    timer = box.path("/etc/systemd/system/llm-tpu-fleet-pull.timer").read_text()
+    exec_start = next(line for line in service.splitlines() if line.startswith("ExecStart="))[
+        len("ExecStart=") :
+    ]
+    assert "--only-if-changed" in exec_start and "--url /srv/fleet.git" in exec_start
+    assert exec_start.startswith("/usr/bin/flock --nonblock")
+    assert "OnUnitInactiveSec=30min" in timer and "Persistent=true" in timer
+
+    # systemd-analyze verify in the box's root, with a stand-in ansible-pull (not installed offline) that
+    # takes a while and counts its runs: two pulls started together run once (flock), the other exits 0.
+    shutil.copytree(
+        "/usr/lib/systemd/system", box.path("/usr/lib/systemd/system"), dirs_exist_ok=True, symlinks=True
+    )
+    stand_in = box.path("/usr/bin/ansible-pull")
+    stand_in.write_text("#!/bin/sh\necho run >>/var/log/ansible-pull-runs\nsleep 2\n")
+    stand_in.chmod(0o755)
+    verify = subprocess.run(
+        [
+            "systemd-analyze",
+            "verify",
+            f"--root={box.root}",
+            "llm-tpu-fleet-pull.service",
+            "llm-tpu-fleet-pull.timer",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert verify.returncode == 0 and "llm-tpu-fleet-pull" not in verify.stderr, verify.stderr
+    first = subprocess.Popen(["chroot", str(box.root), "/bin/sh", "-c", exec_start])
+    time.sleep(0.5)
+    second = box.chroot.run(exec_start, check=False, capture_output=True)
+    assert second.returncode == 0
+    assert first.wait(timeout=30) == 0
+    assert box.path("/var/log/ansible-pull-runs").read_text() == "run\n"
+    stand_in.unlink()
