@@ -121,25 +121,13 @@ def plan_layout(
     if cpu_now_mib is None:
         notes.append("CPU memory is unknown (no /proc/meminfo, no DDR size): the CPU reserve was not checked")
 
-    def plan(layout: MemoryLayout, changed: bool, reasons: list[str]) -> LayoutPlan:
-        return LayoutPlan(
-            layout=layout,
-            current=current,
-            limits=limits,
-            changed=changed,
-            reasons=tuple(reasons),
-            cpu_after_mib=cpu_after(cpu_now_mib, current, layout),
-            need_mib=needs.total_mib,
-            largest_mib=needs.largest_mib,
-            notes=tuple(notes),
-        )
+    def plan(layout: MemoryLayout, reasons: list[str]) -> LayoutPlan:
+        return _make_plan(layout, current, limits, cpu_now_mib, needs, reasons, notes)
 
     over_limit = limits.violations(current)
     problems = fit_problems(current, needs, settings, cpu_now_mib) + over_limit
     if not problems:
-        return plan(
-            current, False, [f"the current layout ({current}) already holds the model; nothing to change"]
-        )
+        return plan(current, [f"the current layout ({current}) already holds the model; nothing to change"])
 
     refusals: list[str] = []
     for heap, reserve in (("vpu", settings.vpu_reserve_mib), ("vpp", settings.vpp_reserve_mib)):
@@ -208,7 +196,7 @@ def plan_layout(
         reasons.append(
             f"cpu memory after the change: {left} MiB" if left is not None else "cpu memory unknown"
         )
-    return plan(layout, layout != current, reasons)
+    return plan(layout, reasons)
 
 
 def plan_pinned(
@@ -231,20 +219,34 @@ def plan_pinned(
             hint="pin a layout within the maxima `llm-tpu provision plan` prints, or plan for the model "
             "instead of pinning",
         )
-    changed = layout != current
+    changed = layout != current  # normalized MiB on both sides
     reasons = [
         f"pinned layout {layout}" + ("" if changed else ": the box already runs it; nothing to change")
     ]
     if changed and left is not None:
         reasons.append(f"cpu memory after the change: {left} MiB")
+    vendor = [n for n in (needs.vendor_note() if needs else None,) if n]
+    return _make_plan(layout, current, limits, cpu_now_mib, needs, reasons, [*notes, *vendor])
+
+
+def _make_plan(
+    layout: MemoryLayout,
+    current: MemoryLayout,
+    limits: HeapLimits,
+    cpu_now_mib: int | None,
+    needs: ModelNeeds | None,
+    reasons: list[str],
+    notes: list[str],
+) -> LayoutPlan:
+    """The plan value; ``changed`` compares the normalized layouts, nothing else."""
     return LayoutPlan(
         layout=layout,
         current=current,
         limits=limits,
-        changed=changed,
+        changed=layout != current,
         reasons=tuple(reasons),
-        cpu_after_mib=left,
+        cpu_after_mib=cpu_after(cpu_now_mib, current, layout),
         need_mib=needs.total_mib if needs else 0,
         largest_mib=needs.largest_mib if needs else 0,
-        notes=tuple(notes) + tuple(n for n in (needs.vendor_note() if needs else None,) if n),
+        notes=tuple(notes),
     )
