@@ -167,7 +167,11 @@ def build(arch: str, out: Path) -> Path:
                     box.bind(CACHE_ROOT, "/cache")
                     box.run(
                         "cd /build/llm-tpu-appliance && dpkg-buildpackage -b -us -uc",
-                        env={"LLM_TPU_SOURCES": "/build/sources", "LLM_TPU_BUILD_CACHE": "/cache"},
+                        env={
+                            "LLM_TPU_SOURCES": "/build/sources",
+                            "LLM_TPU_BUILD_CACHE": "/cache",
+                            "LLM_TPU_XZ_LEVEL": os.environ.get("LLM_TPU_XZ_LEVEL", "1"),
+                        },
                     )
                 debs = sorted(box.path("/build").glob("llm-tpu-appliance_*.deb"))
                 if not debs:

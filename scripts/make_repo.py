@@ -25,10 +25,9 @@ SUITE = "stable"
 COMPONENT = "main"
 KEY_NAME = "llm-tpu-appliance.gpg"
 README = """\
-# Add the llm-tpu-appliance repository (served from {url}), then install:
+# Add the llm-tpu-appliance repository (served from {url}); then: sudo apt update && sudo apt install llm-tpu-appliance
 sudo curl -fsSLo /usr/share/keyrings/{key} {url}/{key}
 echo "deb [signed-by=/usr/share/keyrings/{key}] {url} {suite} {component}" | sudo tee /etc/apt/sources.list.d/llm-tpu-appliance.list
-sudo apt update && sudo apt install llm-tpu-appliance
 """
 
 __all__ = ["build_repo", "test_key"]

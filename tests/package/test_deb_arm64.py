@@ -35,7 +35,9 @@ def test_arm64_package_installs_and_runs_under_qemu(tmp_path: Path) -> None:
                 assert (
                     box.run(["dpkg", "--print-architecture"], capture_output=True).stdout.strip() == "arm64"
                 )
-                assert "llm-tpu-appliance" in box.run(["llm-tpu", "--help"], capture_output=True).stdout
+                assert (
+                    "Private LLM chat appliance" in box.run(["llm-tpu", "--help"], capture_output=True).stdout
+                )
                 version = box.run(["llm-tpu", "version"], capture_output=True).stdout
                 assert "aarch64" in version and "3.11" in version, version
         finally:

@@ -174,7 +174,7 @@ def _run_service_checks(box: Chroot) -> None:
         service.curl("/api/chat", {"messages": [{"role": "user", "content": "Hi"}], "stream": False})
     )
     assert "quick brown fox" in answer["message"]["content"], answer
-    assert json.loads(service.curl("/health"))["status"] == "ready"
+    assert json.loads(service.curl("/health"))["status"] == "ok"
     status = box.run(["llm-tpu", "status"], capture_output=True)
     assert status.returncode == 0 and "status     ready" in status.stdout, status.stdout
     assert service.socket.stat().st_size == 0 and service.proc.pid  # a socket, served by the unit's user
@@ -262,15 +262,23 @@ def test_install_run_upgrade_remove_purge(box: Chroot, tmp_path: Path) -> None:
     deb = _deb()
     release = box.spec.release
     _install_repo(box, DIST / "repo")
-    before = _files(box)
     _apt(box, "update")
+    # Dependencies first, so that the file list before shows what the package itself adds and
+    # purge must take away (ca-certificates, for one, leaves generated files when purged itself).
+    started = time.monotonic()
+    depends = box.run(["apt-cache", "show", PACKAGE], capture_output=True).stdout
+    _apt(box, "satisfy", re.search(r"^Depends: (.*)$", depends, re.M).group(1))  # type: ignore[union-attr]
+    deps_s = time.monotonic() - started
+    before = _files(box)
     started = time.monotonic()
     _apt(box, "install", PACKAGE)
-    print(f"{release}: apt-get install {PACKAGE}: {time.monotonic() - started:.1f} s")
+    print(
+        f"{release}: apt-get install: dependencies {deps_s:.1f} s, {PACKAGE} {time.monotonic() - started:.1f} s"
+    )
 
     version = box.run(["llm-tpu", "version"], capture_output=True).stdout
     assert re.search(r"python\s+3\.11\.", version), version
-    assert "llm-tpu-appliance" in box.run(["llm-tpu", "--help"], capture_output=True).stdout
+    assert "Private LLM chat appliance" in box.run(["llm-tpu", "--help"], capture_output=True).stdout
     check = box.run(["llm-tpu", "config", "check"], capture_output=True)
     assert "/etc/llm-tpu/appliance.yaml" in check.stdout, check.stdout
     # No vendor SDK here: the status says so and what to do, even with no service running.
@@ -323,11 +331,10 @@ def test_install_run_upgrade_remove_purge(box: Chroot, tmp_path: Path) -> None:
     assert box.path("/var/lib/llm-tpu/models/tiny/keep-me").exists()
     assert not box.path("/opt/llm-tpu-appliance").exists() and not box.path("/usr/bin/llm-tpu").exists()
     _apt(box, "purge", PACKAGE)
-    _apt(box, "autoremove", "--purge")
-    box.path(SOURCES).unlink()
-    box.path(KEYRING).unlink()
-    left = _files(box) - before
-    assert not left, f"purge left: {sorted(left)[:40]}"
+    after = _files(box)
+    assert not after - before, f"purge left: {sorted(after - before)[:40]}"
+    # dpkg removes the empty /opt that debootstrap made and no package owns; nothing else may go.
+    assert before - after <= {"/opt"}, f"purge took away: {sorted(before - after)[:40]}"
 
 
 def test_unsigned_or_foreign_signed_repository_is_refused(tmp_path: Path) -> None:
