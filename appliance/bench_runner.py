@@ -8,13 +8,33 @@ the same number of tokens.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from appliance.generation.loop import Generator
-from appliance.generation.types import Finished, GenerationOptions, Message, Timings
+from appliance.generation.types import Finished, GenerationEvent, GenerationOptions, Message, Timings
 
-__all__ = ["BenchRow", "TurnRow", "bench_prompts", "bench_turns", "filler_text"]
+__all__ = ["BenchRow", "BenchTarget", "TurnRow", "bench_prompts", "bench_turns", "filler_text"]
+
+
+class _Encoder(Protocol):
+    def encode(self, text: str) -> list[int]: ...
+
+
+class BenchTarget(Protocol):
+    """What the benchmarks drive: a Generator (a model loaded here) or the service seen through its API."""
+
+    @property
+    def tokenizer(self) -> _Encoder: ...
+
+    def generate(
+        self, messages: Sequence[Message], options: GenerationOptions | None = None
+    ) -> Iterator[GenerationEvent]: ...
+
+    def reset(self) -> None:
+        """Forget the cached conversation, so that the next prompt is prefilled in full."""
+        ...
+
 
 _WORDS = [
     "the",
@@ -52,7 +72,7 @@ _WORDS = [
 ]
 
 
-def filler_text(gen: Generator, tokens: int, seed: int = 0) -> str:
+def filler_text(gen: BenchTarget, tokens: int, seed: int = 0) -> str:
     """Text that encodes to about ``tokens`` tokens with this tokenizer."""
     words: list[str] = []
     i = seed
@@ -64,13 +84,13 @@ def filler_text(gen: Generator, tokens: int, seed: int = 0) -> str:
     return " ".join(words)
 
 
-def warm_up(gen: Generator) -> None:
+def warm_up(gen: BenchTarget) -> None:
     """One short run, so that one-time costs (first forward pass, allocations) stay out of the numbers."""
     _run(gen, [Message("user", filler_text(gen, 8))], GenerationOptions(max_new_tokens=2, ignore_eos=True))
     gen.reset()
 
 
-def _run(gen: Generator, messages: Sequence[Message], options: GenerationOptions) -> Timings:
+def _run(gen: BenchTarget, messages: Sequence[Message], options: GenerationOptions) -> Timings:
     final = None
     for event in gen.generate(messages, options):
         if isinstance(event, Finished):
@@ -88,7 +108,7 @@ class BenchRow:
 
 
 def bench_prompts(
-    gen: Generator, prompt_lengths: Sequence[int], new_tokens: int, repeat: int = 3
+    gen: BenchTarget, prompt_lengths: Sequence[int], new_tokens: int, repeat: int = 3
 ) -> list[BenchRow]:
     """For each prompt length: median first-token latency and decode speed over ``repeat`` runs."""
     options = GenerationOptions(max_new_tokens=new_tokens, ignore_eos=True, reserve_tokens=new_tokens)
@@ -119,7 +139,7 @@ class TurnRow:
     first_token_s: float
 
 
-def bench_turns(gen: Generator, turns: int, user_tokens: int, answer_tokens: int) -> list[TurnRow]:
+def bench_turns(gen: BenchTarget, turns: int, user_tokens: int, answer_tokens: int) -> list[TurnRow]:
     """A conversation of ``turns`` turns; time to first token of each turn."""
     options = GenerationOptions(max_new_tokens=answer_tokens, ignore_eos=True, reserve_tokens=answer_tokens)
     warm_up(gen)

@@ -52,6 +52,7 @@ __all__ = [
     "RequestCancelled",
     "ServiceError",
     "ServiceUnavailable",
+    "error_class",
 ]
 
 
@@ -171,3 +172,20 @@ class BootImageError(ProvisioningError):
 
 class DownloadError(ProvisioningError):
     code = "download_error"
+
+
+def _with_own_code(cls: type[ApplianceError]) -> list[type[ApplianceError]]:
+    found = [cls] if "code" in vars(cls) else []
+    for sub in cls.__subclasses__():
+        found += _with_own_code(sub)
+    return found
+
+
+def error_class(code: str | None) -> type[ApplianceError]:
+    """The error class whose ``code`` a service's JSON error carries (ServiceError for an unknown code).
+
+    Read from the tree above, so that a client turns every code the service sends back into the class
+    that raised it, with no table to keep in step.
+    """
+    by_code = {cls.code: cls for cls in _with_own_code(ApplianceError)}
+    return by_code.get(code or "", ServiceError)

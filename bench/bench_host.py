@@ -78,7 +78,7 @@ def main() -> int:
     loaded = load_model(None)
     gen = loaded.generator
     model = loaded.engine._model  # the same weights, for transformers' own generate
-    hf_tok = __import__("transformers").AutoTokenizer.from_pretrained(str(loaded.model.path))
+    hf_tok = __import__("transformers").AutoTokenizer.from_pretrained(loaded.details["path"])
     messages = [Message("user", filler_text(gen, 32))]
     ids = gen.prompt_ids(messages, GenerationOptions())
     warm_up(gen)

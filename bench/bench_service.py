@@ -28,7 +28,7 @@ import yaml
 
 from appliance.config.schema import ModelSection
 from appliance.generation.types import GenerationOptions, TextDelta
-from appliance.service.state import load_served_model
+from appliance.models.loader import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_HF = REPO / "tests" / "fixtures" / "tiny-qwen2" / "hf"
@@ -92,7 +92,7 @@ def bench_overhead(tokens: int, runs: int, step_ms: float) -> dict[str, float]:
 
     scripted = {"step_delay_ms": step_ms}
     section = ModelSection.model_validate({"ref": str(TINY_HF), "engine": "scripted", "scripted": scripted})
-    direct_model = load_served_model(section)
+    direct_model = load_model(section)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = write_config(Path(tmp), scripted_settings(Path(tmp) / "llm.sock", model={"scripted": scripted}))
         svc = InProcessService(cfg)

@@ -18,23 +18,13 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
-from typing import Any
 
-import yaml
-
-from appliance.generation.types import GenerationOptions
-from appliance.service.client import Abort, ServiceClient, UnixSocketTransport
 from appliance.tui import ChatApp
+from bench.tui_service import TimedClient, scripted_service
 
-REPO = Path(__file__).resolve().parents[1]
-TINY_HF = REPO / "tests" / "fixtures" / "tiny-qwen2" / "hf"
 PROMPT = [{"role": "user", "content": "Tell me about the quick brown fox."}]
 RUN_TIMEOUT_S = 120.0  # one answer in the app; past this the benchmark is broken, not slow
 
@@ -50,36 +40,15 @@ def _deadline_passed(deadline: float, what: str) -> None:
         raise SystemExit(f"bench_tui: {what} did not happen within {RUN_TIMEOUT_S:.0f} s")
 
 
-class TimedClient(ServiceClient):
-    """Records when each chat chunk reaches the client (before any UI work)."""
-
-    def __init__(self, path: str) -> None:
-        super().__init__(UnixSocketTransport(path, 60))
-        self.chunk_times: list[float] = []
-
-    def chat_stream(
-        self,
-        messages: Sequence[Mapping[str, str]],
-        *,
-        model: str = "",
-        options: Mapping[str, Any] | None = None,
-        abort: Abort | None = None,
-    ) -> Iterator[dict[str, Any]]:
-        self.chunk_times = []
-        for chunk in super().chat_stream(messages, model=model, options=options, abort=abort):
-            self.chunk_times.append(time.perf_counter())
-            yield chunk
-
-
-def wire_time(client: TimedClient, tokens: int) -> float:
-    for _ in client.chat_stream(PROMPT, options={"num_predict": tokens}):
+async def wire_time(client: TimedClient, tokens: int) -> float:
+    async for _ in client.chat_stream(PROMPT, options={"num_predict": tokens}):
         pass
     return client.chunk_times[-1] - client.chunk_times[0]
 
 
 async def tui_run(client: TimedClient, tokens: int) -> tuple[float, float, float, int]:
     """(tui stream time, lag, worst loop stall, answer length) for one answer in a fresh app."""
-    app = ChatApp(client, options=GenerationOptions(max_new_tokens=tokens))
+    app = ChatApp(client, options={"num_predict": tokens})
     deadline = time.monotonic() + RUN_TIMEOUT_S
     async with app.run_test(size=(100, 40)) as pilot:
         while not app.ready:
@@ -123,39 +92,11 @@ def measure(
     tokens: int, runs: int, step_ms: float
 ) -> tuple[list[float], list[tuple[float, float, float, int]]]:
     """Wire times and TUI runs against a fresh `llm-tpu serve` whose engine sleeps step_ms per token."""
-    with tempfile.TemporaryDirectory() as tmp:
-        sock = Path(tmp) / "llm.sock"
-        cfg = Path(tmp) / "appliance.yaml"
-        scripted = {"step_delay_ms": step_ms}
-        cfg.write_text(
-            yaml.safe_dump(
-                {
-                    "model": {"ref": str(TINY_HF), "engine": "scripted", "scripted": scripted},
-                    "server": {"socket_path": str(sock), "socket_group": None},
-                }
-            )
-        )
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("LISTEN_", "NOTIFY_", "WATCHDOG_"))}
-        exe = str(Path(sys.executable).with_name("llm-tpu"))
-        proc = subprocess.Popen([exe, "serve", "--config", str(cfg)], env=env, stderr=subprocess.DEVNULL)
-        try:
-            client = TimedClient(str(sock))
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if client.health().get("status") == "ok":
-                        break
-                except Exception:  # not accepting yet
-                    pass
-                if time.monotonic() > deadline:
-                    raise SystemExit("the service did not start")
-                time.sleep(0.1)
-            wire_time(client, tokens)  # warm up
-            wires = [wire_time(client, tokens) for _ in range(runs)]
-            results = [asyncio.run(tui_run(client, tokens)) for _ in range(runs)]
-        finally:
-            proc.terminate()
-            proc.wait(15)
+    with scripted_service(step_ms) as sock:
+        client = TimedClient(sock)
+        asyncio.run(wire_time(client, tokens))  # warm up
+        wires = [asyncio.run(wire_time(client, tokens)) for _ in range(runs)]
+        results = [asyncio.run(tui_run(client, tokens)) for _ in range(runs)]
     return wires, results
 
 

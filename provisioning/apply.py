@@ -14,13 +14,12 @@ at any point leaves ``/boot`` with the old or the new image, never a half-writte
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from appliance.atomic import sha256_file
 from appliance.config.provisioning import ProvisioningSettings
 from appliance.errors import BootImageError, ProvisioningError
 from provisioning import fit_image, ion, memory_edit
@@ -63,14 +62,6 @@ class ApplyResult:
         }
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def boot_image_path(settings: ProvisioningSettings) -> str:
     """The system path of the board's boot image (memory_edit.sh looks for the same two files)."""
     for system_path in BOOT_IMAGES:
@@ -94,7 +85,7 @@ def recover(settings: ProvisioningSettings) -> list[str]:
     if pending is None or pending.phase != "installing":
         return done
     target = settings.path(pending.boot_image)
-    current = sha256_of(target) if target.exists() else ""
+    current = sha256_file(target) if target.exists() else ""
     if current == pending.new_sha256:
         state.write_pending(_replace_phase(pending, "staged"))
         mark_reboot_required(settings)
@@ -156,14 +147,14 @@ def apply_plan(
     if result.checked != plan.layout:
         raise BootImageError(f"memory_edit.sh checked {result.checked}, but the plan is {plan.layout}")
     fit_image.verify_boot_image(result.image, plan.layout, dts_name)
-    new_sha = sha256_of(result.image)
+    new_sha = sha256_file(result.image)
 
     if pending is None:  # keep the image that booted; a re-plan on top of a staged change keeps its backup
         state.backup_dir.mkdir(parents=True, exist_ok=True)
         backup = state.backup_dir / f"{target.name}.{now_iso().replace(':', '')}"
         atomic_copy(target, backup)
-        old_sha = sha256_of(target)
-        if sha256_of(backup) != old_sha:
+        old_sha = sha256_file(target)
+        if sha256_file(backup) != old_sha:
             raise ProvisioningError(f"the backup {backup} does not match {target}", hint="check the disk")
         backup_system = "/" + str(backup.relative_to(settings.sysroot))
         previous = plan.current
@@ -174,7 +165,7 @@ def apply_plan(
         previous=previous,
         boot_image=system_path,
         backup=backup_system,
-        old_sha256=old_sha if pending is None else sha256_of(target),
+        old_sha256=old_sha if pending is None else sha256_file(target),
         new_sha256=new_sha,
         model=model,
         boot_id=boot_id(settings),
@@ -185,7 +176,7 @@ def apply_plan(
     if fault:
         fault("intent-recorded")
     atomic_copy(result.image, target, fault=fault)
-    if sha256_of(target) != new_sha:
+    if sha256_file(target) != new_sha:
         raise BootImageError(f"{target} does not read back as the verified image", hint="check the disk")
     change = _replace_phase(change, "staged")
     if pending is not None:  # the original backup stays the rollback target

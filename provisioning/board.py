@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from appliance.config.provisioning import ProvisioningSettings
@@ -11,7 +14,7 @@ from provisioning import ion, memory_edit
 from provisioning.layout import BoardInfo, HeapInfo, MemoryLayout
 from provisioning.plan import cpu_memory_mib
 
-__all__ = ["BoardState", "dts_name", "read_board"]
+__all__ = ["BoardState", "dts_name", "read_board", "tpu_status"]
 
 
 def dts_name(settings: ProvisioningSettings) -> str | None:
@@ -79,3 +82,15 @@ def read_board(settings: ProvisioningSettings, *, with_memory_edit: bool = True)
         problems.append(f"memory_edit.sh reports {report.current} but ION debugfs has {live}; using ION")
     cpu = cpu_memory_mib(settings, live, board.ddr_total_mib) if live else None
     return BoardState(board=board, heaps=heaps, cpu_mib=cpu, problems=tuple(problems))
+
+
+def tpu_status(sysroot: Path = Path("/")) -> dict[str, Any]:
+    """TPU device nodes and ION heap use, where this process can see them (root on the box): the probe
+    `llm-tpu serve` hands the service for /api/status."""
+    devices = sorted(str(p) for p in (sysroot / "dev").glob("bm-sophon*"))
+    out: dict[str, Any] = {"devices": devices, "ctl": os.path.exists(sysroot / "dev" / "bmdev-ctl")}
+    try:
+        out["heaps"] = {name: dataclasses.asdict(h) for name, h in ion.read_heaps(sysroot).items()}
+    except (ion.IonUnavailable, OSError) as exc:
+        out["heaps_unavailable"] = str(exc)
+    return out

@@ -14,8 +14,8 @@ from pathlib import PurePosixPath
 from typing import Any, Literal
 
 from appliance.errors import ModelFormatError, ModelNotFound
+from appliance.models.directory import TOKENIZER_FORMATS
 from appliance.models.manifest import FAMILIES, TEMPLATE_NAMES
-from appliance.models.store import TOKENIZER_FORMATS
 
 __all__ = ["CatalogEntry", "catalog", "find_entry", "require_entry"]
 

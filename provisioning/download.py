@@ -8,7 +8,6 @@ next attempt resumes from the ``.part``.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from typing import IO
 
 import requests
 
+from appliance.atomic import sha256_file
 from appliance.errors import DownloadError
 
 __all__ = ["DFSS_HOST", "dfss_download", "download_file"]
@@ -49,17 +49,9 @@ class _Progress:
         self.stream.flush()
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(CHUNK):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _finish(part: Path, dest: Path, sha256: str | None) -> Path:
     if sha256:
-        got = _sha256(part)
+        got = sha256_file(part)
         if got != sha256.lower():
             part.unlink(missing_ok=True)
             raise DownloadError(
@@ -82,7 +74,7 @@ def download_file(
     timeout: float = 30.0,
 ) -> Path:
     """Download ``url`` to ``dest``, resuming ``dest.part``; verify ``sha256`` when given."""
-    if dest.is_file() and (sha256 is None or _sha256(dest) == sha256.lower()):
+    if dest.is_file() and (sha256 is None or sha256_file(dest) == sha256.lower()):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
@@ -165,7 +157,7 @@ def dfss_download(
     dest_dir.mkdir(parents=True, exist_ok=True)
     name = Path(remote).name
     dest = dest_dir / name
-    if dest.is_file() and (sha256 is None or _sha256(dest) == sha256.lower()):
+    if dest.is_file() and (sha256 is None or sha256_file(dest) == sha256.lower()):
         return dest
     # dfss writes the file under its own name in the working directory; give it a private one so
     # that a half-written file never sits where a finished one is expected.

@@ -9,89 +9,24 @@ a full disk leaves at most a hidden directory that the next run cleans up; downl
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import tempfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from appliance import paths
-from appliance.errors import DownloadError, ModelFormatError, ModelNotFound
-from appliance.models.manifest import (
-    MANIFEST_NAME,
-    ModelFile,
-    ModelManifest,
-    read_manifest,
-    sha256_file,
-    write_manifest,
-)
-from appliance.models.store import bmodel_facts, check_tokenizer, find_tokenizer_dir
+from appliance.atomic import remove_directory, remove_stale_staging, staged_directory
+from appliance.errors import DownloadError, ModelNotFound
+from appliance.models.directory import build_manifest, check_tokenizer, file_role
+from appliance.models.manifest import MANIFEST_NAME, ModelManifest, read_manifest, write_manifest
 from provisioning.catalog import CatalogEntry
 
 __all__ = ["import_model", "install_files", "remove_model", "store_root"]
 
-_TOKENIZER_NAMES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "vocab.json",
-    "merges.txt",
-    "tokenizer.model",
-    "qwen.tiktoken",
-    "tokenization_qwen.py",
-    "special_tokens_map.json",
-    "generation_config.json",
-    "config.json",
-)
-
 
 def store_root() -> Path:
     return paths.model_dirs()[0]
-
-
-def _role(rel: str) -> str:
-    name = Path(rel).name
-    if name.endswith((".bmodel", ".safetensors")):
-        return "weights"
-    if name in _TOKENIZER_NAMES or "token" in rel.lower():
-        return "tokenizer"
-    return "other"
-
-
-def _fsync_tree(root: Path) -> None:
-    for dirpath, _dirs, files in os.walk(root):
-        for f in files:
-            with open(Path(dirpath) / f, "rb") as fh:
-                os.fsync(fh.fileno())
-        fd = os.open(dirpath, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _cleanup_stale(root: Path) -> None:
-    for stale in root.glob(".staging-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    for stale in root.glob(".trash-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-
-
-def _commit(staging: Path, dest: Path) -> None:
-    """Rename the staged directory into place; an existing install is swapped out, then deleted."""
-    old = None
-    if dest.exists():
-        old = dest.with_name(f".trash-{dest.name}-{os.getpid()}")
-        os.replace(dest, old)
-    os.replace(staging, dest)
-    fd = os.open(dest.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _manifest_for(
@@ -103,13 +38,6 @@ def _manifest_for(
     source: str,
     extra: dict[str, Any] | None = None,
 ) -> ModelManifest:
-    files = []
-    for path in sorted(p for p in staging.rglob("*") if p.is_file() and p.name != MANIFEST_NAME):
-        rel = str(path.relative_to(staging))
-        files.append(ModelFile(path=rel, size=path.stat().st_size, sha256=sha256_file(path), role=_role(rel)))
-    weights = [f for f in files if f.role == "weights"]
-    if not weights:
-        raise ModelFormatError(f"{source} holds no weights (.bmodel or .safetensors)")
     fields: dict[str, Any] = {}
     if base is not None:
         fields = {
@@ -124,16 +52,7 @@ def _manifest_for(
             quantization=entry.quantization,
             max_seq_len=entry.seq_len,
         )
-    fields.setdefault("family", "other")
-    fields.setdefault("engine", "auto")
-    bmodels = [staging / w.path for w in weights if w.path.endswith(".bmodel")]
-    if bmodels:
-        fields.update(bmodel_facts(bmodels[0]))
-    extra = {**fields.pop("extra", {}), **(extra or {})}
-    tok_dir = find_tokenizer_dir(staging)
-    if tok_dir is not None:
-        extra["tokenizer_dir"] = str(tok_dir.relative_to(staging))
-    return ModelManifest(name=name, files=tuple(files), source=source, extra=extra, **fields).with_checksum()
+    return build_manifest(staging, name, source=source, fields=fields, extra=extra)
 
 
 def install_files(
@@ -176,7 +95,9 @@ def install_files(
 
 
 def _not_tokenizer(directory: str, names: list[str]) -> set[str]:
-    return {n for n in names if n.startswith(".") or _role(n) == "weights" or n.endswith((".bin", ".gguf"))}
+    return {
+        n for n in names if n.startswith(".") or file_role(n) == "weights" or n.endswith((".bin", ".gguf"))
+    }
 
 
 def import_model(src: Path, name: str | None = None, *, root: Path | None = None) -> Path:
@@ -196,26 +117,21 @@ def import_model(src: Path, name: str | None = None, *, root: Path | None = None
 
 @contextlib.contextmanager
 def _staged(root: Path, name: str, action: str) -> Iterator[Path]:
-    """A hidden staging directory in the store, renamed into place only when the block succeeds.
+    """A hidden staging directory in the store (the store ignores dot-directories), renamed into place
+    only when the block succeeds (appliance.atomic.staged_directory).
 
     A full disk, an error or an interruption leaves no half-installed model (the staging directory is
     removed, or swept by the next install).
     """
     root.mkdir(parents=True, exist_ok=True)
-    _cleanup_stale(root)
-    staging = Path(tempfile.mkdtemp(prefix=f".staging-{name}-", dir=root))
+    remove_stale_staging(root)
     try:
-        yield staging
-        _fsync_tree(staging)
-        _commit(staging, root / name)
+        with staged_directory(root / name) as staging:
+            yield staging
     except OSError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
         raise DownloadError(
             f"cannot {action}: {exc.strerror}", hint=f"check free space and permissions of {root}"
         ) from None
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def remove_model(name: str, *, root: Path | None = None) -> Path:
@@ -223,7 +139,5 @@ def remove_model(name: str, *, root: Path | None = None) -> Path:
     dest = root / name
     if not (dest / MANIFEST_NAME).is_file():
         raise ModelNotFound(f"no installed model {name!r} in {root}", hint="see `llm-tpu models list`")
-    trash = root / f".trash-{name}-{os.getpid()}"
-    os.replace(dest, trash)  # gone from the store in one step; deleting the bytes may take a while
-    shutil.rmtree(trash, ignore_errors=True)
+    remove_directory(dest)  # gone from the store in one step; deleting the bytes may take a while
     return dest

@@ -11,7 +11,6 @@ provisioning work dir.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -21,6 +20,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from appliance.atomic import sha256_file
 from appliance.config.provisioning import ProvisioningSettings
 from appliance.errors import ProvisioningError
 from provisioning.download import download_file
@@ -145,14 +145,6 @@ def parse_edit_output(text: str, workdir: Path) -> tuple[Path, str, MemoryLayout
     return image, install_path, layout
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _fetch_kit(settings: ProvisioningSettings) -> Path:
     """Unpack the configured memory_edit kit (a .tar.xz path or URL with checksum) under the state dir."""
     kit = settings.memory_edit_kit
@@ -172,7 +164,7 @@ def _fetch_kit(settings: ProvisioningSettings) -> Path:
         archive = Path(kit)
         if not archive.is_file():
             raise ProvisioningError(f"memory_edit kit {archive} does not exist")
-    digest = _sha256(archive)
+    digest = sha256_file(archive)
     if settings.memory_edit_kit_sha256 and digest != settings.memory_edit_kit_sha256:
         raise ProvisioningError(
             f"memory_edit kit {archive} has sha256 {digest}, expected {settings.memory_edit_kit_sha256}",

@@ -26,8 +26,10 @@ def reference() -> dict[str, Any]:
 
 @pytest.fixture(autouse=True)
 def _isolated_store(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests never see the developer's installed models; the embedded model cache is shared per run."""
+    """Tests never see the developer's installed models or running service; the embedded model cache is
+    shared per run."""
     monkeypatch.setenv("LLM_TPU_MODELS_DIR", str(tmp_path_factory.getbasetemp() / "models"))
+    monkeypatch.setenv("LLM_TPU_SOCKET", str(tmp_path_factory.getbasetemp() / "no-service.sock"))
     monkeypatch.setenv(
         "LLM_TPU_CACHE_DIR",
         os.environ.get("LLM_TPU_TEST_CACHE_DIR") or str(tmp_path_factory.getbasetemp() / "cache"),

@@ -80,14 +80,14 @@ def test_generator_reports_context_as_the_reason(greedy: BmrtEngine) -> None:
     from appliance.generation.loop import Generator
     from appliance.generation.templates import make_template
     from appliance.generation.tokenizer import ChatTokenizer
-    from appliance.generation.types import Finished, GenerationOptions
+    from appliance.generation.types import Finished, GenerationOptions, Message
 
     tok = ChatTokenizer.from_dir(FIXTURES / "hf")
     greedy.truncate(0)
     gen = Generator(greedy, tok, make_template("tokenizer", tok))
     text = "Beautiful is better than ugly. Simple beats complex. Flat wins."  # 61 prompt tokens
     opts = GenerationOptions(max_new_tokens=100, ignore_eos=True, reserve_tokens=3)
-    events = list(gen.generate([{"role": "user", "content": text}], opts))
+    events = list(gen.generate([Message("user", text)], opts))
     done = events[-1]
     assert isinstance(done, Finished) and done.done_reason == "context"
     assert greedy.n_past == 64

@@ -28,7 +28,7 @@ def assert_clean_error(proc: subprocess.CompletedProcess[str], rc: int, match: s
 
 
 def test_ask_json_on_fixture(tiny_hf: Path) -> None:
-    proc = llm_tpu("ask", "--model", str(tiny_hf), "-n", "5", "--json", "Hi, Ada!")
+    proc = llm_tpu("ask", "--model", str(tiny_hf), "-n", "5", "--seed", "1", "--json", "Hi, Ada!")
     assert proc.returncode == 0, proc.stderr
     record = json.loads(proc.stdout)
     assert record["usage"]["completion_tokens"] == 5
@@ -46,7 +46,13 @@ def test_ask_streams_text(tiny_hf: Path) -> None:
 
 def test_chat_reads_stdin_and_keeps_history(tiny_hf: Path) -> None:
     proc = llm_tpu(
-        "chat", "--model", str(tiny_hf), "-n", "4", stdin="Hi, Ada!\n/reset\nCity quiet train.\n/exit\n"
+        "chat",
+        "--model",
+        str(tiny_hf),
+        "-n",
+        "4",
+        "--greedy",
+        stdin="Hi, Ada!\n/reset\nCity quiet train.\n/exit\n",
     )
     assert proc.returncode == 0, proc.stderr
     assert len([line for line in proc.stdout.splitlines() if line.strip()]) == 2
@@ -127,12 +133,12 @@ def test_bench_json(tiny_hf: Path) -> None:
 @pytest.mark.timeout(900)
 def test_embedded_default_model_answers() -> None:
     """The README's first path: no --model, the SmolLM2 wheel's GGUF converted once, then cached."""
-    proc = llm_tpu("ask", "-n", "12", "--json", "What is the capital of France?", timeout=600)
+    proc = llm_tpu("ask", "-n", "12", "--greedy", "--json", "What is the capital of France?", timeout=600)
     assert proc.returncode == 0, proc.stderr
     record = json.loads(proc.stdout)
     assert "Paris" in record["response"]
     assert record["model"] == "smollm2-135m-instruct"
-    second = llm_tpu("ask", "-n", "12", "--json", "What is the capital of France?")
+    second = llm_tpu("ask", "-n", "12", "--greedy", "--json", "What is the capital of France?")
     again = json.loads(second.stdout)
     assert again["response"] == record["response"]
     assert again["timings"]["load_duration"] < record["timings"]["load_duration"]  # the conversion is cached
@@ -163,8 +169,18 @@ def test_ask_on_bmodels_through_the_cmodel(reference: dict[str, Any]) -> None:
     assert "--decrypt-lib" in locked.stderr
     for extra in ((), ("--model", encrypted, "--decrypt-lib", str(FIXTURES / "cipher_xor.so"))):
         args = ("--model", greedy, *libdir, *extra)  # a later --model wins
-        proc = llm_tpu("ask", *args, "-n", "8", "--json", question)
+        proc = llm_tpu("ask", *args, "-n", "8", "--greedy", "--json", question)
         assert proc.returncode == 0, proc.stderr
         record = json.loads(proc.stdout)  # stdout holds only our JSON: the simulator's chatter is diverted
         assert record["response"] == want, extra
         assert record["usage"]["prompt_tokens"] == len(prompt["ids"])
+
+
+def test_models_info_tells_the_vocab_of_a_fused_greedy_bmodel() -> None:
+    """The greedy lm_head outputs a token id: the vocabulary comes from its weights (2048 x 64 bf16)."""
+    bmodel = Path(__file__).parent / "fixtures" / "tiny-qwen2" / "tiny-qwen2_bf16_seq64_1dev.bmodel"
+    proc = llm_tpu("models", "info", str(bmodel), "--json")
+    assert proc.returncode == 0, proc.stderr
+    llm = json.loads(proc.stdout)["llm"]
+    assert llm["lm_head"] == "greedy" and llm["vocab"] == 2048 and llm["vocab_source"] == "lm_head weights"
+    assert "vocab 2048" in llm_tpu("models", "info", str(bmodel)).stdout

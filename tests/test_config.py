@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -109,6 +110,9 @@ def test_socket_mode_octal_forms(tmp_path: Path) -> None:
 def test_example_config_documents_every_key_with_its_default() -> None:
     example = yaml.safe_load(EXAMPLE.read_text())
     example_keys = {key for key, _ in _leaves(example)}
+    # generation: shown commented out, since a value set in a config file overrides the model's own
+    section = EXAMPLE.read_text().split("\ngeneration: {}\n")[1].split("\n\n")[0]
+    example_keys |= {f"generation.{key}" for key in re.findall(r"^  # (\w+): ", section, re.M)}
     schema_keys = {key for key, _ in _leaves(ApplianceConfig().model_dump(mode="json"))}
     assert example_keys == schema_keys
     assert load_config(EXAMPLE, env={}).config == ApplianceConfig()
@@ -144,7 +148,7 @@ def test_model_section_engine_options_reach_the_engine(tiny_hf: Path) -> None:
     import torch
 
     from appliance.config.schema import ModelSection
-    from appliance.service.state import load_served_model
+    from appliance.models.loader import load_model as load_served_model
 
     before = torch.get_num_threads()
     try:

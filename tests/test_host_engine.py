@@ -71,7 +71,9 @@ def test_generator_penalty_equals_transformers(
     tok = ChatTokenizer.from_dir(tiny_hf)
     gen = Generator(engine, tok, make_template("tokenizer", tok))
     messages = [Message("user", reference["prompts"][1]["text"])]
-    options = GenerationOptions(max_new_tokens=16, repetition_penalty=1.3, repeat_last_n=128, ignore_eos=True)
+    options = GenerationOptions(
+        max_new_tokens=16, temperature=0.0, repetition_penalty=1.3, repeat_last_n=128, ignore_eos=True
+    )
     final = next(e for e in gen.generate(messages, options) if isinstance(e, Finished))
     prompt = gen.prompt_ids(messages, options)
     assert list(final.token_ids) == hf_generate(hf_model, prompt, 16, penalty=1.3)

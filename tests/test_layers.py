@@ -26,6 +26,7 @@ BASE = ("appliance", "appliance.errors", "appliance.paths", "appliance.atomic", 
 LAYERS: dict[str, tuple[str, ...]] = {
     "appliance.cli": (
         "appliance.tui",
+        "appliance.client",
         "appliance.service",
         "appliance.bench_runner",
         "provisioning",
@@ -36,19 +37,16 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "appliance.bmodel",
         "appliance.compile",
     ),
-    "provisioning.cli": ("provisioning", "appliance.models", "appliance.config", "appliance.bmodel"),
-    "appliance.tui": ("appliance.service.client", "appliance.generation", "appliance.config"),
-    "appliance.service": (
-        "provisioning.ion",
-        "appliance.models",
-        "appliance.generation",
-        "appliance.config",
-        "appliance.engine",
-    ),
+    "appliance.tui": ("appliance.client", "appliance.generation.types"),
+    # the service's clients (httpx) and the private `llm-tpu serve` child; no aiohttp, no model code
+    "appliance.client": ("appliance.generation.types", "appliance.config.schema"),
+    # /api/status shows the live ION heaps through a probe that `llm-tpu serve` passes in from provisioning
+    "appliance.service": ("appliance.models", "appliance.generation", "appliance.config"),
     "appliance.bench_runner": ("appliance.generation",),
     "provisioning": ("appliance.models", "appliance.config", "appliance.bmodel"),
     # the bmodel compiler: writes MLIR, drives the vendor tools; a GGUF source goes through models
     "appliance.compile": ("appliance.models",),
+    # the loader turns a config `model:` section into a running generator
     "appliance.models": ("appliance.generation", "appliance.engine", "appliance.bmodel", "appliance.config"),
     "appliance.generation": ("appliance.engine", "appliance.config"),
     "appliance.config": ("appliance.engine.options",),

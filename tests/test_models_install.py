@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from appliance.atomic import sha256_file
 from appliance.errors import DownloadError, ModelNotFound
-from appliance.models.manifest import read_manifest, sha256_file
+from appliance.models.manifest import read_manifest
 from provisioning import install
 from provisioning.catalog import catalog
 from provisioning.pull import pull

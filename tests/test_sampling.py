@@ -18,7 +18,7 @@ def draws(options: GenerationOptions, logits: np.ndarray = LOGITS, n: int = 400)
 
 
 def test_greedy_is_argmax() -> None:
-    assert draws(GenerationOptions(), n=5) == {0}
+    assert draws(GenerationOptions().greedy(), n=5) == {0}
     assert draws(GenerationOptions(temperature=2.0, top_k=1), n=20) == {0}
 
 

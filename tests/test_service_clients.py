@@ -14,8 +14,8 @@ import openai
 import pytest
 from support.service import InProcessService, in_process
 
+from appliance.client import ServiceClient
 from appliance.errors import InvalidRequest, ServiceUnavailable
-from appliance.service.client import ServiceClient, TCPTransport, UnixSocketTransport
 
 TOKEN = "s3cret-token-for-tests-0123456789"
 SCRIPT = "The quick brown fox jumps over the lazy dog. "
@@ -110,8 +110,8 @@ def test_ollama_client_over_tcp_and_over_the_socket(service: InProcessService) -
 def test_own_client_over_both_transports(service: InProcessService) -> None:
     host, port = service.runner.tcp_address or ("", 0)
     for client in (
-        ServiceClient(UnixSocketTransport(service.socket)),
-        ServiceClient(TCPTransport(host, port, TOKEN)),
+        ServiceClient.for_socket(service.socket),
+        ServiceClient.for_tcp(host, port, TOKEN),
     ):
         assert client.health()["status"] == "ok"
         assert client.status()["model"]["name"] == "scripted"
@@ -123,5 +123,56 @@ def test_own_client_over_both_transports(service: InProcessService) -> None:
 
 def test_own_client_reports_a_missing_service(tmp_path: Path) -> None:
     with pytest.raises(ServiceUnavailable, match="no service socket") as info:
-        ServiceClient(UnixSocketTransport(str(tmp_path / "none.sock"))).status()
+        ServiceClient.for_socket(tmp_path / "none.sock").status()
     assert info.value.hint and "systemctl" in info.value.hint
+
+
+def test_every_error_code_comes_back_as_its_class_with_its_hint() -> None:
+    """The code -> class table is read from appliance/errors.py: each class the service can send returns."""
+    import appliance.errors as errors_module
+    from appliance.client.wire import service_error
+    from appliance.errors import ApplianceError, ServiceError, error_class
+
+    classes = [
+        c for c in vars(errors_module).values() if isinstance(c, type) and issubclass(c, ApplianceError)
+    ]
+    assert len(classes) > 15
+    for cls in classes:
+        err = cls("what went wrong", hint="what to do")
+        ollama_shape = json.dumps(err.to_dict()).encode()
+        openai_shape = json.dumps(
+            {"error": {"message": err.message, "code": err.code, "hint": err.hint}}
+        ).encode()
+        for body in (ollama_shape, openai_shape):
+            back = service_error(err.http_status, body)
+            assert type(back) is cls and back.hint == "what to do" and back.message == "what went wrong"
+    assert error_class("no_such_code") is ServiceError
+    assert type(service_error(502, b"<html>bad gateway</html>")) is ServiceError
+
+
+def test_own_client_through_a_mock_transport() -> None:
+    """The transport is the seam: a test can answer for the service."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/api/chat"
+        lines = [
+            {"message": {"content": "Hel"}, "done": False, "eval_count": 1},
+            {"message": {"content": "lo"}, "done": False, "eval_count": 2},
+            {
+                "message": {"content": ""},
+                "done": True,
+                "done_reason": "stop",
+                "eval_count": 2,
+                "eval_duration": 10**9,
+            },
+        ]
+        return httpx.Response(200, content=b"".join(json.dumps(x).encode() + b"\n" for x in lines))
+
+    from appliance.generation.types import Finished, TextDelta
+
+    events = list(
+        ServiceClient(httpx.MockTransport(handler)).chat_events([{"role": "user", "content": "Hi"}])
+    )
+    assert [e.tokens for e in events if isinstance(e, TextDelta)] == [1, 2]
+    final = events[-1]
+    assert isinstance(final, Finished) and final.text == "Hello" and final.timings.tokens_per_second == 2.0

@@ -26,8 +26,8 @@ from support.service import (
 )
 from textual.pilot import Pilot
 
-from appliance.generation.types import GenerationOptions, Message
-from appliance.service.client import ServiceClient, UnixSocketTransport
+from appliance.client import AsyncServiceClient, ServiceClient
+from appliance.generation.types import Message
 from appliance.tui import ChatApp
 from appliance.tui.widgets import MessageView
 
@@ -74,8 +74,8 @@ def answer_views(app: ChatApp) -> list[MessageView]:
 
 
 def app_for(socket: str | Path, max_tokens: int, retry_s: float = 0.1) -> ChatApp:
-    client = ServiceClient(UnixSocketTransport(str(socket), 30))
-    return ChatApp(client, options=GenerationOptions(max_new_tokens=max_tokens), retry_interval_s=retry_s)
+    client = AsyncServiceClient.for_socket(socket, timeout=30)
+    return ChatApp(client, options={"num_predict": max_tokens}, retry_interval_s=retry_s)
 
 
 @run_async
@@ -222,7 +222,9 @@ def test_llm_tpu_chat_in_a_terminal_starts_and_stops_its_own_service(tmp_path: P
 
         wait_for("· ready")
         assert len(list(runtime.glob("llm-tpu-chat-*/llm.sock"))) == 1  # the private service's socket
-        _tmux("send-keys", "-t", session, "Hi, Ada!", "Enter")
+        _tmux("send-keys", "-t", session, "Hi, Ada!")
+        wait_for("Hi, Ada!")  # typed, then Enter: sent in one burst the terminal would read it as a paste
+        _tmux("send-keys", "-t", session, "Enter")
         wait_for("tok/s")
         assert "The quick brown" in screen()
         _tmux("send-keys", "-t", session, "C-q")
@@ -274,7 +276,7 @@ async def test_escape_while_queued_leaves_the_queue_at_once(service: InProcessSe
     service.engine.step_delay_s = 0.02
     other = threading.Thread(
         target=lambda: list(
-            ServiceClient(UnixSocketTransport(str(service.socket))).chat_stream(
+            ServiceClient.for_socket(service.socket).chat_stream(
                 [{"role": "user", "content": "hold the engine"}], options={"num_predict": 1500}
             )
         )

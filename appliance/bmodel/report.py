@@ -46,11 +46,24 @@ def _net_json(n: NetInfo) -> dict[str, Any]:
     }
 
 
+def _vocab_from_lm_head_weights(info: BmodelInfo, hidden: int) -> int:
+    """A fused greedy lm_head outputs a token id, not logits; its weights are [vocab, hidden] in 16 bits
+    (llm_convert keeps lm_head unquantized), so their size tells the vocabulary (0 if unknown)."""
+    for net in info.nets:
+        if net.name == "lm_head" and net.stages and net.stages[0].coeff is not None and hidden:
+            return net.stages[0].coeff.size // (hidden * 2)
+    return 0
+
+
 def _llm_json(info: BmodelInfo) -> dict[str, Any] | None:
     try:
-        return discover_layout(net_descs(info), device_num=info.device_num).to_json()
+        data = discover_layout(net_descs(info), device_num=info.device_num).to_json()
     except LayoutError:
         return None
+    if not data["vocab"]:
+        data["vocab"] = _vocab_from_lm_head_weights(info, int(data["hidden"]))
+        data["vocab_source"] = "lm_head weights"
+    return data
 
 
 def bmodel_info_json(info: BmodelInfo, mem: BmodelMemory) -> dict[str, Any]:

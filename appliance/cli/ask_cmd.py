@@ -1,4 +1,5 @@
-"""`llm-tpu ask "..."`: one question, the answer streamed to stdout."""
+"""`llm-tpu ask "..."`: one question, the answer streamed to stdout (from the running service, else a
+model loaded here; see appliance.cli.session)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,8 @@ import argparse
 import json
 import sys
 
-from appliance.cli.options import (
-    add_generation_options,
-    add_model_options,
-    generation_options,
-    load_from_args,
-)
+from appliance.cli.options import add_generation_options, add_model_options, requested_options
+from appliance.cli.session import add_target_options, open_target
 from appliance.generation.types import Finished, Message, Notice, TextDelta, Timings
 
 
@@ -43,27 +40,29 @@ def usage_record(model: str, final: Finished) -> dict[str, object]:
 
 def run(args: argparse.Namespace) -> int:
     prompt = " ".join(args.prompt) if args.prompt else sys.stdin.read()
-    options = generation_options(args)  # validate before the (slow) load
+    requested = requested_options(args)  # validate before connecting or loading
     messages = [Message("system", args.system)] if args.system else []
     messages.append(Message("user", prompt))
-    loaded = load_from_args(args)
-    final: Finished | None = None
-    for event in loaded.generator.generate(messages, options):
-        if isinstance(event, TextDelta) and not args.json:
-            sys.stdout.write(event.text)
-            sys.stdout.flush()
-        elif isinstance(event, Notice):
-            print(f"note: {event.message}", file=sys.stderr)
-        elif isinstance(event, Finished):
-            final = event
-    assert final is not None
-    if args.json:
-        print(json.dumps(usage_record(loaded.name, final), ensure_ascii=False))
-    else:
-        sys.stdout.write("\n")
-        if final.done_reason in ("length", "context"):
-            print(f"note: the answer was cut ({final.done_reason})", file=sys.stderr)
-    loaded.close()
+    target = open_target(args)
+    try:
+        final: Finished | None = None
+        for event in target.events(messages, requested):
+            if isinstance(event, TextDelta) and not args.json:
+                sys.stdout.write(event.text)
+                sys.stdout.flush()
+            elif isinstance(event, Notice):
+                print(f"note: {event.message}", file=sys.stderr)
+            elif isinstance(event, Finished):
+                final = event
+        assert final is not None
+        if args.json:
+            print(json.dumps(usage_record(target.name, final), ensure_ascii=False))
+        else:
+            sys.stdout.write("\n")
+            if final.done_reason in ("length", "context"):
+                print(f"note: the answer was cut ({final.done_reason})", file=sys.stderr)
+    finally:
+        target.close()
     return 0
 
 
@@ -77,4 +76,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print one final JSON record with usage and timings")
     add_model_options(p)
     add_generation_options(p)
+    add_target_options(p)
     p.set_defaults(func=run)

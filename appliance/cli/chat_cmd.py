@@ -4,36 +4,37 @@ By default a full-screen chat (Textual) talks to the service over its Unix socke
 listening there, chat starts a private `llm-tpu serve` on a socket of its own (with --model/--engine),
 waits until it is ready and stops it on exit; --no-spawn turns that off.
 
---plain (automatic when stdin, stdout or stderr is not a terminal) is a line-based chat that loads the model in
-this process: Ctrl-C while an answer streams stops that answer (kept in the history as far as it got);
-Ctrl-C or Ctrl-D at the prompt leaves. `/reset` starts a new conversation, `/exit` leaves.
+--plain (automatic when stdin, stdout or stderr is not a terminal; said on stdout when only stderr is
+redirected) is a line-based chat. It talks to the running service too; it loads the model in this
+process only with --local (which implies --plain) or when no service runs. Ctrl-C while an answer
+streams stops that answer (kept in the history as far as it got); Ctrl-C or Ctrl-D at the prompt
+leaves. `/reset` starts a new conversation, `/exit` leaves.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-import threading
-from types import FrameType
+from typing import Any
 
-from appliance.cli.options import (
-    add_generation_options,
-    add_model_options,
-    generation_options,
-    load_from_args,
-)
+from appliance.cli.options import add_generation_options, add_model_options, requested_options
+from appliance.cli.session import ChatTarget, add_target_options, open_target
+from appliance.client import AsyncServiceClient, LocalService, ServiceClient, find_socket
 from appliance.errors import ApplianceError, ServiceUnavailable
-from appliance.generation.types import Finished, Message, Notice, TextDelta
-from appliance.service.client import ServiceClient, UnixSocketTransport, find_socket
+from appliance.generation.types import Finished, Message, Notice, TextDelta, ollama_options
 
 HELP = "Type a message and Enter. /reset starts over, /exit (or Ctrl-D) leaves, Ctrl-C stops an answer."
 
 
 def run(args: argparse.Namespace) -> int:
     # Textual draws on stderr, so all three must be the terminal for the full-screen chat.
-    if args.plain or not (sys.stdin.isatty() and sys.stdout.isatty() and sys.stderr.isatty()):
+    terminals = {"stdin": sys.stdin.isatty(), "stdout": sys.stdout.isatty(), "stderr": sys.stderr.isatty()}
+    if args.plain or args.local or not all(terminals.values()):
+        if not (args.plain or args.local) and terminals["stdout"]:
+            # `chat 2>log`: say where the full-screen chat went, where the user is looking.
+            redirected = " and ".join(name for name, tty in terminals.items() if not tty)
+            print(f"({redirected} is not a terminal: using the line chat; --plain says so explicitly)")
         return run_plain(args)
     return run_tui(args)
 
@@ -47,9 +48,9 @@ def _service_listening(client: ServiceClient) -> bool:
 
 
 def run_tui(args: argparse.Namespace) -> int:
-    from appliance.tui import ChatApp, LocalService
+    from appliance.tui import ChatApp
 
-    options = generation_options(args)
+    options = ollama_options(requested_options(args))  # the service fills in the rest
     path = find_socket(args.socket)
     if path.exists() and not os.access(path, os.R_OK | os.W_OK):
         # Someone else's service: a private one would fight it for the TPU.
@@ -57,7 +58,7 @@ def run_tui(args: argparse.Namespace) -> int:
             f"permission denied on {path}",
             hint="add your user to the llm-tpu group (sudo adduser $USER llm-tpu) and log in again",
         )
-    client = ServiceClient(UnixSocketTransport(str(path), 600.0))
+    client = ServiceClient.for_socket(path)
     child: LocalService | None = None
     if _service_listening(client):
         if args.model or args.engine:
@@ -71,10 +72,11 @@ def run_tui(args: argparse.Namespace) -> int:
         except BaseException:
             child.stop()
             raise
-        client, path = child.client(), child.socket
+        path = child.socket
     try:
         label = f"{path}" + (" (private, stopped on exit)" if child else "")
-        ChatApp(client, options=options, system=args.system, service_label=label).run()
+        app_client = AsyncServiceClient.for_socket(path)
+        ChatApp(app_client, options=options, system=args.system, service_label=label).run()
     finally:
         if child is not None:
             child.stop()
@@ -82,20 +84,23 @@ def run_tui(args: argparse.Namespace) -> int:
 
 
 def run_plain(args: argparse.Namespace) -> int:
-    options = generation_options(args)
+    requested = requested_options(args)  # validate before connecting or loading
     interactive = sys.stdin.isatty()
-    if interactive:
-        print("loading the model ...", file=sys.stderr, flush=True)
-    loaded = load_from_args(args)
-    if interactive:
-        print(f"{loaded.name} on the {loaded.engine.info.kind} engine. {HELP}", file=sys.stderr)
-    system = [Message("system", args.system)] if args.system else []
+    target = open_target(args)
+    try:
+        if interactive:
+            print(f"{target.name} on the {target.engine} engine, in {target.where}. {HELP}", file=sys.stderr)
+        _line_chat(target, requested, args.system, interactive)
+    finally:
+        target.close()
+    return 0
+
+
+def _line_chat(
+    target: ChatTarget, requested: dict[str, Any], system_prompt: str | None, interactive: bool
+) -> None:
+    system = [Message("system", system_prompt)] if system_prompt else []
     history: list[Message] = []
-    stop = threading.Event()
-
-    def on_sigint(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
     while True:
         try:
             line = input(">>> " if interactive else "")
@@ -111,33 +116,35 @@ def run_plain(args: argparse.Namespace) -> int:
             print("(new conversation)", file=sys.stderr)
             continue
         history.append(Message("user", text))
-        stop.clear()
-        previous = signal.signal(signal.SIGINT, on_sigint)
+        pieces: list[str] = []
         final: Finished | None = None
+        events = target.events([*system, *history], requested)
         try:
-            for event in loaded.generator.generate([*system, *history], options, should_stop=stop.is_set):
+            for event in events:
                 if isinstance(event, TextDelta):
+                    pieces.append(event.text)
                     sys.stdout.write(event.text)
                     sys.stdout.flush()
                 elif isinstance(event, Notice):
                     print(f"\n(note: {event.message})", file=sys.stderr)
                 elif isinstance(event, Finished):
                     final = event
+        except KeyboardInterrupt:  # Ctrl-C stops this answer (the stream closes: the service drops it)
+            final = None
         except ApplianceError as err:
             history.pop()  # the message was refused: nothing of it stays in the history
             print(f"error: {err.message}" + (f"\nhint: {err.hint}" if err.hint else ""), file=sys.stderr)
             continue
         finally:
-            signal.signal(signal.SIGINT, previous)
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()
         sys.stdout.write("\n")
-        if final is not None:
-            history.append(Message("assistant", final.text))
-            if final.done_reason == "cancelled":
-                print("(stopped)", file=sys.stderr)
-            elif final.done_reason in ("length", "context"):
-                print(f"(the answer was cut: {final.done_reason})", file=sys.stderr)
-    loaded.close()
-    return 0
+        history.append(Message("assistant", final.text if final is not None else "".join(pieces)))
+        if final is None or final.done_reason == "cancelled":
+            print("(stopped)", file=sys.stderr)
+        elif final.done_reason in ("length", "context"):
+            print(f"(the answer was cut: {final.done_reason})", file=sys.stderr)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -149,19 +156,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_model_options(p)
     add_generation_options(p)
-    g = p.add_argument_group("service")
-    g.add_argument(
-        "--socket",
-        metavar="PATH",
-        help="service socket (default: $LLM_TPU_SOCKET, /run/llm-tpu/llm.sock, or the user-mode socket)",
-    )
+    add_target_options(p)
+    g = p.add_argument_group("chat")
     g.add_argument(
         "--no-spawn", action="store_true", help="do not start a private service when none is running"
     )
-    g.add_argument("--config", metavar="PATH", help="config file for a private service")
     g.add_argument(
         "--plain",
         action="store_true",
-        help="line-based chat with the model loaded in this process (default when not on a terminal)",
+        help="line-based chat (default when not on a terminal); it talks to the running service too, "
+        "and loads the model here only with --local or when no service runs",
     )
     p.set_defaults(func=run)

@@ -12,8 +12,9 @@ from pathlib import Path
 from appliance import __version__, paths
 from appliance.compile.driver import CompileResult, Progress, compile_bmodel
 from appliance.compile.plan import QUANTS, BuildOptions
-from appliance.compile.sources import has_tokenizer, resolve_source
+from appliance.compile.sources import resolve_source
 from appliance.compile.toolchain import TPU_MLIR_VERSION
+from appliance.models.directory import has_tokenizer
 from appliance.models.manifest import ModelManifest
 from provisioning.install import install_files
 

@@ -24,7 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "appliance.cli.status_cmd",
     "appliance.cli.config_cmd",
     "appliance.cli.version_cmd",
-    "provisioning.cli",
+    "appliance.cli.provision_cmd",
 )
 
 

@@ -10,11 +10,15 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from appliance.bmodel.report import print_bmodel_info
 from appliance.cli.compile_cmd import register_compile_command
+from appliance.client import ServiceClient, find_socket
+from appliance.engine.host import host_context
+from appliance.errors import ApplianceError
 from appliance.models import embedded
-from appliance.models.manifest import read_manifest
+from appliance.models.manifest import InstalledModel, ModelManifest, read_manifest
 from appliance.models.store import ModelStore
 from provisioning import install
 from provisioning.catalog import catalog
@@ -31,39 +35,84 @@ def _human(n: float) -> str:
     return f"{n:.1f} GiB"
 
 
+def _row(m: InstalledModel, note: str = "") -> dict[str, Any]:
+    return {
+        "name": m.name,
+        "family": m.manifest.family,
+        "engine": m.manifest.engine,
+        "quantization": m.manifest.quantization,
+        "max_seq_len": _context(m.manifest),
+        "size": sum(f.size for f in m.manifest.files),
+        "path": str(m.path),
+        "note": note,
+    }
+
+
+def _context(manifest: ModelManifest) -> int:
+    """The context the model gets when served: the host engine caps its KV cache (what /api/status says)."""
+    return host_context(manifest.max_seq_len) if manifest.engine == "host" else manifest.max_seq_len
+
+
+def _embedded_row() -> dict[str, Any] | None:
+    """The embedded default (converted once into the cache; listed even before that, from the wheel)."""
+    try:
+        gguf = embedded.gguf_path()
+    except ApplianceError:
+        return None
+    converted = embedded.converted_model()
+    if converted is not None:
+        return _row(converted, "embedded default (used when no --model is given)")
+    return {
+        "name": embedded.NAME,
+        "family": "llama",
+        "engine": "host",
+        "quantization": "Q4_1",
+        "max_seq_len": host_context(embedded.MAX_SEQ_LEN),
+        "size": gguf.stat().st_size,
+        "path": str(gguf),
+        "note": "embedded default (converted on first use)",
+    }
+
+
+def _serving() -> dict[str, Any] | None:
+    """What the running service serves, if one answers on the usual sockets."""
+    try:
+        with ServiceClient.for_socket(find_socket(), timeout=5.0) as client:
+            model = client.status().get("model") or {}
+    except ApplianceError:
+        return None
+    return {"name": model.get("name"), "path": model.get("path"), "max_seq_len": model.get("max_seq_len")}
+
+
 def run_list(args: argparse.Namespace) -> int:
     store = ModelStore()
     models, problems = store.installed()
-    rows = [
-        {
-            "name": m.name,
-            "family": m.manifest.family,
-            "engine": m.manifest.engine,
-            "quantization": m.manifest.quantization,
-            "max_seq_len": m.manifest.max_seq_len,
-            "size": sum(f.size for f in m.manifest.files),
-            "path": str(m.path),
-        }
-        for m in models
-    ]
-    try:
-        embedded_available = embedded.gguf_path().is_file()
-    except Exception:
-        embedded_available = False
+    rows = [_row(m) for m in models]
+    embedded_row = _embedded_row()
+    serving = _serving()
     if args.json:
-        print(json.dumps({"models": rows, "embedded": embedded_available, "problems": problems}, indent=2))
+        data = {
+            "models": rows,
+            "embedded": embedded_row is not None,
+            "embedded_model": embedded_row,
+            "serving": serving,
+            "problems": problems,
+        }
+        print(json.dumps(data, indent=2))
         return 0
-    if rows:
-        print(f"{'NAME':<28} {'FAMILY':<11} {'ENGINE':<6} {'QUANT':<14} {'SEQ':>6} {'SIZE':>10}")
-        for r, m in zip(rows, models, strict=True):
+    shown = [*rows, *([embedded_row] if embedded_row else [])]
+    if shown:
+        print(f"  {'NAME':<28} {'FAMILY':<11} {'ENGINE':<6} {'QUANT':<14} {'SEQ':>6} {'SIZE':>10}  NOTE")
+        for r in shown:
+            mark = "*" if serving and serving.get("name") in (r["name"],) else " "
             print(
-                f"{r['name']:<28} {r['family']:<11} {r['engine']:<6} {str(r['quantization'])[:14]:<14} "
-                f"{r['max_seq_len']:>6} {_human(float(sum(f.size for f in m.manifest.files))):>10}"
+                f"{mark} {r['name']:<28} {r['family']:<11} {r['engine']:<6} {str(r['quantization'])[:14]:<14} "
+                f"{r['max_seq_len']:>6} {_human(float(r['size'])):>10}  {r['note']}"
             )
-    else:
-        print("no models installed in " + ", ".join(str(r) for r in store.roots))
-    if embedded_available:
-        print(f"embedded default: {embedded.NAME} (used when no --model is given)")
+    if not rows:
+        print("no models installed in " + ", ".join(str(r) for r in store.roots) + " (llm-tpu models pull)")
+    if serving:
+        print(f"* served now by the running service: {serving['name']}")
     for line in problems:
         print(f"warning: {line}", file=sys.stderr)
     return 0
@@ -76,6 +125,9 @@ def run_info(args: argparse.Namespace) -> int:
     model = ModelStore().resolve(args.model)
     data = model.manifest.to_json()
     data["path"] = str(model.path)
+    data["max_seq_len"] = _context(model.manifest)
+    if data["max_seq_len"] != model.manifest.max_seq_len:
+        data["trained_max_seq_len"] = model.manifest.max_seq_len
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
@@ -91,6 +143,11 @@ def run_info(args: argparse.Namespace) -> int:
         "checksum",
     ):
         print(f"{key:<13} {data.get(key)}")
+    if "trained_max_seq_len" in data:
+        print(
+            f"{'':<13} (trained for {data['trained_max_seq_len']}; the host engine's KV cache holds "
+            f"{data['max_seq_len']})"
+        )
     print("files:")
     for f in model.manifest.files:
         print(f"  {f.path:<40} {_human(f.size):>10}  {f.role}")

@@ -6,9 +6,9 @@ import argparse
 import json
 from typing import Any
 
+from appliance.client import ServiceClient, find_socket
 from appliance.engine.select import RuntimeProbe, probe_runtimes
 from appliance.errors import ServiceUnavailable
-from appliance.service.client import ServiceClient
 
 
 def _runtime_lines(probe: RuntimeProbe) -> list[str]:
@@ -52,7 +52,7 @@ def _human(status: dict[str, Any]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     probe = probe_runtimes()
     try:
-        client = ServiceClient.for_socket(args.socket, timeout=10.0)
+        client = ServiceClient.for_socket(find_socket(args.socket), timeout=10.0)
         status = client.status()
     except ServiceUnavailable:
         if not args.json:

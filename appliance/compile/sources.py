@@ -4,39 +4,22 @@
 
 from __future__ import annotations
 
-import hashlib
-import shutil
-import tempfile
 from pathlib import Path
 
 from appliance import paths
+from appliance.atomic import sha256_file, staged_directory
 from appliance.errors import ModelFormatError, ModelNotFound
 from appliance.models import embedded
 
-__all__ = ["TOKENIZER_FILES", "has_tokenizer", "resolve_source"]
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "qwen.tiktoken")
-
-
-def has_tokenizer(src: Path) -> bool:
-    return any((src / n).is_file() for n in TOKENIZER_FILES)
+__all__ = ["resolve_source"]
 
 
 def _gguf_dir(gguf: Path) -> Path:
-    h = hashlib.sha256()
-    with open(gguf, "rb") as fh:
-        while block := fh.read(1 << 22):
-            h.update(block)
-    target = paths.cache_dir() / "gguf" / f"{gguf.stem}-{h.hexdigest()[:16]}"
+    target = paths.cache_dir() / "gguf" / f"{gguf.stem}-{sha256_file(gguf, 1 << 22)[:16]}"
     if (target / "config.json").is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
-    try:
+    with staged_directory(target) as tmp:
         embedded.convert_gguf(gguf, tmp)
-        tmp.rename(target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

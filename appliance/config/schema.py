@@ -157,14 +157,22 @@ class SchedulerSection(_Section):
 
 
 class GenerationDefaults(_Section):
+    """Defaults for requests (and commands) that do not set these themselves: the one source of them.
+
+    Sampling with a mild repetition penalty (close to Ollama's), since greedy decoding makes small
+    models loop. A served model's generation_config.json overrides each value not set in the config
+    (appliance.generation.defaults)."""
+
     max_tokens: int = Field(1024, ge=1, description="tokens generated when a request gives no limit")
     temperature: float = Field(
-        0.0, ge=0, description="sampling temperature when a request gives none (0: greedy)"
+        0.7, ge=0, description="sampling temperature (0: greedy; unless set here, the model's own)"
     )
-    top_k: int = Field(0, ge=0, description="top-k when a request gives none (0: off)")
-    top_p: float = Field(1.0, gt=0, le=1, description="nucleus top-p when a request gives none")
-    repetition_penalty: float = Field(1.0, gt=0, description="repetition penalty when a request gives none")
-    repeat_last_n: int = Field(32, ge=0, description="how many recent tokens the penalty looks at")
+    top_k: int = Field(0, ge=0, description="top-k (0: off; unless set here, the model's own)")
+    top_p: float = Field(0.9, gt=0, le=1, description="nucleus top-p (unless set here, the model's own)")
+    repetition_penalty: float = Field(
+        1.1, gt=0, description="repetition penalty (1.0: off; unless set here, the model's own)"
+    )
+    repeat_last_n: int = Field(64, ge=0, description="how many recent tokens the penalty looks at")
 
 
 class LoggingSection(_Section):

@@ -22,9 +22,17 @@ from appliance.engine.protocol import (
 )
 from appliance.errors import ContextOverflow, EngineUnavailable, ModelLoadError
 
-__all__ = ["DEFAULT_MAX_SEQ_LEN", "HostEngine", "import_torch"]
+__all__ = ["DEFAULT_MAX_SEQ_LEN", "HostEngine", "host_context", "import_torch"]
 
 DEFAULT_MAX_SEQ_LEN = 4096
+
+
+def host_context(trained: int, cap: int | None = None) -> int:
+    """The positions the host engine's KV cache holds for a model trained for ``trained``: at most
+    ``cap`` (default DEFAULT_MAX_SEQ_LEN), since a CPU KV cache of the full trained length is slow."""
+    return min(trained or DEFAULT_MAX_SEQ_LEN, cap or DEFAULT_MAX_SEQ_LEN)
+
+
 _DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -77,7 +85,7 @@ class HostEngine:
         config = self._model.config
         trained = int(getattr(config, "max_position_embeddings", 0) or DEFAULT_MAX_SEQ_LEN)
         self._limits = EngineLimits(
-            max_seq_len=min(trained, max_seq_len or DEFAULT_MAX_SEQ_LEN),
+            max_seq_len=host_context(trained, max_seq_len),
             vocab_size=int(config.vocab_size),
         )
         self._info = EngineInfo(

@@ -46,6 +46,11 @@ class Capabilities:
     device_sampling: bool = False  # a device head samples with vendor penalty semantics
     prefix_reuse: bool = True  # truncate(n) with 0 < n < n_past keeps a usable cache
 
+    @property
+    def greedy_only(self) -> bool:
+        """A fused greedy head and no device sampler: sampling options cannot change the answer."""
+        return not self.returns_logits and not self.device_sampling
+
 
 @dataclass(frozen=True)
 class EngineInfo:

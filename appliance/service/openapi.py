@@ -1,137 +1,97 @@
-"""The OpenAPI 3.1 description served at ``GET /openapi.json``, built from the wire schemas."""
+"""The route table's types and the OpenAPI 3.1 document built from it (``GET /openapi.json``).
+
+Each route is declared once, as a :class:`Route` (method, path, handler, summary, request and response
+schemas) in appliance.service.app's ``ROUTES``; the aiohttp router and this document are both built from
+that list, so the documentation cannot miss or invent a route.
+"""
 
 from __future__ import annotations
 
-import functools
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
+from aiohttp import web
 from pydantic import BaseModel
 
-from appliance.service.schemas import (
-    ChatCompletion,
-    ChatCompletionChunk,
-    ChatCompletionRequest,
-    ErrorBody,
-    HealthBody,
-    OllamaChatChunk,
-    OllamaChatRequest,
-)
+from appliance.service.schemas import ErrorBody
 
-__all__ = ["openapi_document"]
+__all__ = ["ERRORS", "Handler", "Reply", "Route", "openapi_document"]
 
-_MODELS: tuple[type[BaseModel], ...] = (
-    ChatCompletion,
-    ChatCompletionChunk,
-    ChatCompletionRequest,
-    ErrorBody,
-    HealthBody,
-    OllamaChatChunk,
-    OllamaChatRequest,
-)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Schema = type[BaseModel] | Mapping[str, Any]  # a wire model, or a literal JSON schema
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
+@dataclass(frozen=True)
+class Reply:
+    """One response of a route: a description and its body's schema per content type."""
+
+    description: str
+    content: Mapping[str, Schema] = field(default_factory=lambda: {"application/json": {"type": "object"}})
 
 
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-_ERRORS = {
-    "400": _json(_ref("ErrorBody"), "invalid request (bad JSON, UTF-8, types, options; context overflow)"),
-    "401": _json(_ref("ErrorBody"), "missing or wrong bearer token (TCP listener only)"),
-    "404": _json(_ref("ErrorBody"), "the named model is not served here"),
-    "413": _json(_ref("ErrorBody"), "request body larger than server.max_body_bytes"),
-    "503": _json(_ref("ErrorBody"), "busy (queue full) or model not loaded; see Retry-After"),
-    "504": _json(_ref("ErrorBody"), "the request's deadline passed"),
+# The error replies every chat route can give (JSON, also in the middle of a stream).
+ERRORS: Mapping[str, Reply] = {
+    "400": Reply(
+        "invalid request (bad JSON, UTF-8, types, options; context overflow)", {"application/json": ErrorBody}
+    ),
+    "401": Reply("missing or wrong bearer token (TCP listener only)", {"application/json": ErrorBody}),
+    "404": Reply("the named model is not served here", {"application/json": ErrorBody}),
+    "413": Reply("request body larger than server.max_body_bytes", {"application/json": ErrorBody}),
+    "503": Reply("busy (queue full) or model not loaded; see Retry-After", {"application/json": ErrorBody}),
+    "504": Reply("the request's deadline passed", {"application/json": ErrorBody}),
 }
 
 
-def _get(
-    summary: str, schema: dict[str, Any] | None = None, content_type: str = "application/json"
-) -> dict[str, Any]:
-    return {
-        "get": {
-            "summary": summary,
-            "responses": {
-                "200": {
-                    "description": "OK",
-                    "content": {content_type: {"schema": schema or {"type": "object"}}},
-                }
-            },
+@dataclass(frozen=True)
+class Route:
+    method: Literal["GET", "POST"]
+    path: str
+    handler: Handler
+    summary: str
+    request: type[BaseModel] | None = None  # the JSON body, when the route takes one
+    responses: Mapping[str, Reply] = field(default_factory=lambda: {"200": Reply("OK")})
+
+
+def _schema(schema: Schema, models: dict[str, type[BaseModel]]) -> dict[str, Any]:
+    if isinstance(schema, type):
+        models[schema.__name__] = schema
+        return {"$ref": f"#/components/schemas/{schema.__name__}"}
+    return dict(schema)
+
+
+def _content(content: Mapping[str, Schema], models: dict[str, type[BaseModel]]) -> dict[str, Any]:
+    return {ctype: {"schema": _schema(s, models)} for ctype, s in content.items()}
+
+
+def _operation(route: Route, models: dict[str, type[BaseModel]]) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": route.summary}
+    if route.request is not None:
+        op["requestBody"] = {
+            "required": True,
+            "content": _content({"application/json": route.request}, models),
         }
+    op["responses"] = {
+        status: {"description": reply.description, "content": _content(reply.content, models)}
+        for status, reply in route.responses.items()
     }
+    return op
 
 
-@functools.lru_cache(maxsize=4)
-def _components() -> dict[str, Any]:
+def _components(models: Mapping[str, type[BaseModel]]) -> dict[str, Any]:
     schemas: dict[str, Any] = {}
-    for model in _MODELS:
-        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name in sorted(models):
+        schema = models[name].model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
-        schemas[model.__name__] = schema
+        schemas[name] = schema
     return schemas
 
 
-def openapi_document(version: str) -> dict[str, Any]:
-    chat_ollama = {
-        "post": {
-            "summary": "Chat, Ollama shape: NDJSON chunks, the last with done_reason and durations (ns)",
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": _ref("OllamaChatRequest")}},
-            },
-            "responses": {
-                "200": {
-                    "description": "stream=true: one OllamaChatChunk per line; stream=false: one final chunk",
-                    "content": {"application/x-ndjson": {"schema": _ref("OllamaChatChunk")}},
-                },
-                **_ERRORS,
-            },
-        }
-    }
-    chat_openai = {
-        "post": {
-            "summary": "Chat, OpenAI shape: SSE chunks ending in 'data: [DONE]', or one completion",
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": _ref("ChatCompletionRequest")}},
-            },
-            "responses": {
-                "200": {
-                    "description": "stream=false: ChatCompletion; stream=true: text/event-stream of chunks",
-                    "content": {
-                        "application/json": {"schema": _ref("ChatCompletion")},
-                        "text/event-stream": {"schema": _ref("ChatCompletionChunk")},
-                    },
-                },
-                **_ERRORS,
-            },
-        }
-    }
-    vendor_chat = {
-        "post": {
-            "summary": "the vendor Qwen-TPU demo's shape: {question, history: [user, assistant, ...], stream}",
-            "responses": {
-                "200": {
-                    "description": 'stream=false: {"data": answer}; stream=true: text/event-stream whose '
-                    "data is the answer so far",
-                    "content": {"application/json": {"schema": {"type": "object"}}},
-                },
-                **_ERRORS,
-            },
-        }
-    }
-    health = {
-        "get": {
-            "summary": "200 when the model is loaded; 503 with a reason while loading, failed or stopping",
-            "responses": {
-                "200": _json(_ref("HealthBody"), "ready"),
-                "503": _json(_ref("HealthBody"), "not ready; see reason and Retry-After"),
-            },
-        }
-    }
+def openapi_document(version: str, routes: Iterable[Route]) -> dict[str, Any]:
+    models: dict[str, type[BaseModel]] = {}
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, models)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -140,20 +100,9 @@ def openapi_document(version: str) -> dict[str, Any]:
             "description": "Chat service of the BM1684X LLM appliance. Over the Unix socket every request is "
             "local; over the optional TCP listener every route except /health needs 'Authorization: Bearer'.",
         },
-        "paths": {
-            "/api/chat": chat_ollama,
-            "/v1/chat/completions": chat_openai,
-            "/chat/completions": vendor_chat,
-            "/v1/models": _get("OpenAI model list (the one loaded model)"),
-            "/api/tags": _get("Ollama model list (the one loaded model)"),
-            "/api/ps": _get("Ollama running models"),
-            "/api/status": _get("model, engine, versions, TPU devices and memory, queue, uptime"),
-            "/health": health,
-            "/metrics": _get("Prometheus metrics", {"type": "string"}, "text/plain"),
-            "/openapi.json": _get("this document"),
-        },
+        "paths": paths,
         "components": {
-            "schemas": _components(),
+            "schemas": _components(models),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }

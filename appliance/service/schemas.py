@@ -12,9 +12,8 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from appliance.config.schema import GenerationDefaults
 from appliance.errors import InvalidRequest
-from appliance.generation.types import GenerationOptions, Message, validate_messages
+from appliance.generation.types import GenerationOptions, Message, options_with_defaults, validate_messages
 
 __all__ = [
     "ChatCompletion",
@@ -25,7 +24,6 @@ __all__ = [
     "OllamaChatChunk",
     "OllamaChatRequest",
     "OllamaOptions",
-    "default_options",
     "parse_request",
 ]
 
@@ -81,14 +79,14 @@ class OllamaChatRequest(_Request):
         if self.think not in (None, False):
             raise InvalidRequest("think: thinking mode is not supported", hint="omit 'think'")
 
-    def to_options(self, defaults: GenerationDefaults) -> GenerationOptions:
+    def to_options(self, defaults: GenerationOptions) -> GenerationOptions:
         o = self.options or OllamaOptions.model_validate({})
         max_tokens = o.num_predict
         if max_tokens is not None and max_tokens < 0:
             max_tokens = UNLIMITED_TOKENS
         if max_tokens == 0:
             raise InvalidRequest("options.num_predict must not be 0", hint="use -1 for no limit, or >= 1")
-        return _options(
+        return options_with_defaults(
             defaults,
             max_tokens=max_tokens,
             temperature=o.temperature,
@@ -118,6 +116,10 @@ class OllamaChatChunk(BaseModel):
     prompt_eval_duration: int | None = None
     eval_count: int | None = None
     eval_duration: int | None = None
+    prompt_tokens: int | None = Field(None, description="extension: the whole prompt, reused prefix included")
+    reused_tokens: int | None = Field(None, description="extension: prompt tokens served from the KV cache")
+    time_to_first_token: int | None = Field(None, description="extension: ns from request to first token")
+    dropped_turns: int | None = Field(None, description="extension: oldest turns dropped to fit the context")
 
 
 # -- OpenAI ------------------------------------------------------------------------------------
@@ -198,9 +200,9 @@ class ChatCompletionRequest(_Request):
                 "tools: tool calling is not supported by this appliance", hint="omit 'tools'"
             )
 
-    def to_options(self, defaults: GenerationDefaults) -> GenerationOptions:
+    def to_options(self, defaults: GenerationOptions) -> GenerationOptions:
         stop = [self.stop] if isinstance(self.stop, str) else self.stop
-        return _options(
+        return options_with_defaults(
             defaults,
             max_tokens=self.max_completion_tokens or self.max_tokens,
             temperature=self.temperature,
@@ -256,33 +258,6 @@ class HealthBody(BaseModel):
     status: Literal["ok", "loading", "failed", "stopping"]
     reason: str | None = None
     hint: str | None = None
-
-
-def _options(defaults: GenerationDefaults, **given: Any) -> GenerationOptions:
-    stop = given.pop("stop")
-    values = {
-        "max_new_tokens": given["max_tokens"] if given["max_tokens"] is not None else defaults.max_tokens,
-        "temperature": _pick(given["temperature"], defaults.temperature),
-        "top_k": _pick(given["top_k"], defaults.top_k),
-        "top_p": _pick(given["top_p"], defaults.top_p),
-        "repetition_penalty": _pick(given["repetition_penalty"], defaults.repetition_penalty),
-        "repeat_last_n": _pick(given["repeat_last_n"], defaults.repeat_last_n),
-        "seed": given["seed"],
-        "stop": tuple(s for s in (stop or ()) if s),
-    }
-    return GenerationOptions(**values)  # raises InvalidRequest for values out of range
-
-
-def default_options(defaults: GenerationDefaults) -> GenerationOptions:
-    """The configured defaults alone, for request shapes that carry no sampling parameters."""
-    none: dict[str, Any] = dict.fromkeys(
-        ("max_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "repeat_last_n", "seed", "stop")
-    )
-    return _options(defaults, **none)
-
-
-def _pick(value: Any, default: Any) -> Any:
-    return default if value is None else value
 
 
 def parse_request(model: type[_RequestT], data: Any) -> _RequestT:

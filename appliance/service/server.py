@@ -22,16 +22,17 @@ from aiohttp import web
 from appliance.config.loader import LoadedConfig
 from appliance.config.schema import ModelSection
 from appliance.errors import ApplianceError, ConfigError, ModelLoadError, ServiceError
+from appliance.models.loader import LoadedModel, load_model
 from appliance.service import systemd_integration as sd
 from appliance.service.app import create_app
 from appliance.service.metrics import ServiceMetrics
 from appliance.service.scheduler import Scheduler
-from appliance.service.state import ServedModel, ServiceState, load_served_model
+from appliance.service.state import DeviceProbe, ServiceState, device_nodes
 
 __all__ = ["ServiceRunner", "bind_tcp_socket", "bind_unix_socket", "read_token", "run_service"]
 
 log = logging.getLogger("appliance.service")
-ModelLoader = Callable[[ModelSection], ServedModel]
+ModelLoader = Callable[[ModelSection], LoadedModel]
 
 
 def bind_unix_socket(path: Path, mode: int, group: str | None) -> socket.socket:
@@ -130,14 +131,22 @@ def read_token(path: str) -> str:
 class ServiceRunner:
     """One service instance: start() listens and loads, stop() drains; used by `llm-tpu serve` and tests."""
 
-    def __init__(self, loaded: LoadedConfig, *, model_loader: ModelLoader = load_served_model) -> None:
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        *,
+        model_loader: ModelLoader = load_model,
+        device_probe: DeviceProbe = device_nodes,
+    ) -> None:
         self.config = loaded.config
         self._loader = model_loader
         self.metrics = ServiceMetrics()
         self.scheduler = Scheduler(
             queue_size=self.config.scheduler.queue_size, metrics=self.metrics, on_change=self._status_changed
         )
-        self.state = ServiceState(config=self.config, scheduler=self.scheduler, metrics=self.metrics)
+        self.state = ServiceState(
+            config=self.config, scheduler=self.scheduler, metrics=self.metrics, device_probe=device_probe
+        )
         self._runner: web.AppRunner | None = None
         self._own_socket: Path | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -260,9 +269,11 @@ class ServiceRunner:
         self.stopped.set()
 
 
-async def run_service(loaded: LoadedConfig, *, model_loader: ModelLoader = load_served_model) -> int:
+async def run_service(
+    loaded: LoadedConfig, *, model_loader: ModelLoader = load_model, device_probe: DeviceProbe = device_nodes
+) -> int:
     """`llm-tpu serve`: run until SIGTERM/SIGINT, then drain and exit 0."""
-    runner = ServiceRunner(loaded, model_loader=model_loader)
+    runner = ServiceRunner(loaded, model_loader=model_loader, device_probe=device_probe)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -18,10 +18,10 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
 from appliance.errors import ApplianceError, InvalidRequest
-from appliance.generation.types import Message, TextDelta
+from appliance.generation.types import Message, TextDelta, validate_messages
 from appliance.service.chat_api import cancel_job, chain, collect, read_json, start_job
 from appliance.service.http_errors import error_body
-from appliance.service.schemas import default_options, parse_request
+from appliance.service.schemas import parse_request
 from appliance.service.state import STATE
 
 __all__ = ["VendorChatRequest", "vendor_chat"]
@@ -49,7 +49,7 @@ class VendorChatRequest(BaseModel):
                 hint='e.g. "history": ["你是谁？", "我是Qwen。"]',
             )
         messages = [Message("user" if i % 2 == 0 else "assistant", text) for i, text in enumerate(flat)]
-        return [*messages, Message("user", self.question)]
+        return validate_messages([*messages, Message("user", self.question)])
 
 
 def _event(text: str) -> bytes:
@@ -60,7 +60,7 @@ def _event(text: str) -> bytes:
 async def vendor_chat(request: web.Request) -> web.StreamResponse:
     req = parse_request(VendorChatRequest, await read_json(request))
     state = request.app[STATE]
-    options = default_options(state.config.generation)
+    options = state.require_model().defaults(state.config.generation)
     job, rest, first, _name = await start_job(request, "", req.to_messages(), options)
     resp: web.StreamResponse | None = None
     try:

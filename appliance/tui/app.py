@@ -5,36 +5,27 @@ and keeps what came (or gives the prompt back if nothing came yet), Ctrl+N start
 notifications and never end the app. The service may be down, loading or restarting; a watcher polls
 /health and the status line says which, so the next message works once the service is back.
 
-The HTTP client is synchronous, so each answer is read on a thread (:func:`stream_answer`) that hands
-events to the event loop; the loop writes whatever has piled up since its last turn in one go.
+The HTTP client is httpx's async one on the app's own event loop: Esc is a plain cancel of the task
+that reads the answer, which closes the connection (the service drops the request, queued or not).
 """
 
 from __future__ import annotations
 
 import asyncio
-import http.client
-import threading
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import Footer, Input
+from textual.widgets import Footer
 from textual.worker import Worker
 
+from appliance.client import AsyncServiceClient
 from appliance.errors import ApplianceError, ServiceUnavailable
-from appliance.generation.types import GenerationOptions, Message
-from appliance.service.client import Abort, ServiceClient
+from appliance.generation.types import Message, Notice, TextDelta
 from appliance.tui.screens import HelpScreen
-from appliance.tui.stream import (
-    AnswerDelta,
-    AnswerDone,
-    AnswerEvent,
-    AnswerFailed,
-    AnswerNotice,
-    ollama_options,
-    stream_answer,
-)
+from appliance.tui.stream import AnswerDone, AnswerFailed, stream_answer
 from appliance.tui.widgets import MessageList, MessageView, PromptInput, StatusBar
 
 __all__ = ["ChatApp"]
@@ -52,16 +43,16 @@ class ChatApp(App[None]):
 
     def __init__(
         self,
-        client: ServiceClient,
+        client: AsyncServiceClient,
         *,
-        options: GenerationOptions | None = None,
+        options: Mapping[str, Any] | None = None,
         system: str | None = None,
         service_label: str = "",
         retry_interval_s: float = 1.0,
     ) -> None:
         super().__init__()
         self.client = client
-        self.options = ollama_options(options or GenerationOptions())
+        self.options = dict(options or {})  # Ollama options; the service's defaults fill in the rest
         self.system = system
         self.service_label = service_label
         self.retry_interval_s = retry_interval_s
@@ -107,12 +98,12 @@ class ChatApp(App[None]):
         last = ""
         while True:
             try:
-                health = await asyncio.to_thread(self.client.health)
+                health = await self.client.health()
                 state = str(health.get("status"))
                 reason = ApplianceError(str(health.get("reason", state)), hint=health.get("hint"))
             except ApplianceError as err:
                 state, reason = "down", err
-            except (OSError, http.client.HTTPException, ValueError) as exc:
+            except ValueError as exc:  # not JSON: something else listens there
                 state, reason = "down", ServiceUnavailable(f"the service did not answer: {exc}")
             if state == "ok":
                 await self._connected()
@@ -134,23 +125,27 @@ class ChatApp(App[None]):
 
     async def _connected(self) -> None:
         try:
-            info = await asyncio.to_thread(self.client.status)
-        except (ApplianceError, OSError, http.client.HTTPException, ValueError):
+            info = await self.client.status()
+        except (ApplianceError, ValueError):
             info = {}
         model = info.get("model") or {}
+        greedy_only = bool((model.get("sampling") or {}).get("greedy_only"))
         self.status.set(
-            model=str(model.get("name") or ""), engine=str(model.get("engine") or ""), state="ready"
+            model=str(model.get("name") or ""),
+            engine=str(model.get("engine") or "") + (" (greedy only)" if greedy_only else ""),
+            state="ready",
         )
         self.ready = True
 
     # -- sending and streaming ---------------------------------------------------------------------
-    async def on_input_submitted(self, event: Input.Submitted) -> None:
+    async def on_prompt_input_submitted(self, event: PromptInput.Submitted) -> None:
         text = event.value.strip()
         if not text:
             return
         if self.answering:
             self.notify("an answer is still coming; Esc stops it", severity="warning")
             return
+        self.prompt.remember(event.value)
         self.prompt.value = ""
         self.history.append(Message("user", text))
         user_view = await self.messages.add("user", text)
@@ -163,62 +158,25 @@ class ChatApp(App[None]):
 
     @work(exclusive=True, group="answer", exit_on_error=False)
     async def _answer(self, user_view: MessageView, answer_view: MessageView) -> None:
-        loop = asyncio.get_running_loop()
-        inbox: asyncio.Queue[AnswerEvent | None] = asyncio.Queue()
-        stop = threading.Event()
-        abort = Abort()  # Esc cuts the connection at once: the service drops the request even mid-prefill
-        request = self._request()
-
-        def pump() -> None:
-            def put(item: AnswerEvent | None) -> None:
-                try:
-                    loop.call_soon_threadsafe(inbox.put_nowait, item)
-                except RuntimeError:  # the app has closed its loop
-                    stop.set()
-
-            try:
-                for event in stream_answer(
-                    self.client, request, options=self.options, should_stop=stop.is_set, abort=abort
-                ):
-                    put(event)
-            finally:
-                put(None)
-
-        threading.Thread(target=pump, name="llm-tpu-answer", daemon=True).start()
+        """Stream one answer into its view. Esc cancels this task: the connection closes with it."""
         stream = answer_view.start_stream()
         parts: list[str] = []
         outcome: AnswerDone | AnswerFailed | None = None
-        chunks = 0
         self.status.answering(0)
         try:
-            finished = False
-            while not finished:
-                batch = [await inbox.get()]
-                while not inbox.empty():
-                    batch.append(inbox.get_nowait())
-                text: list[str] = []
-                for event in batch:
-                    if event is None:
-                        finished = True
-                    elif isinstance(event, AnswerDelta):
-                        text.append(event.text)
-                    elif isinstance(event, AnswerNotice):
-                        self.notify(event.message, title="note")
-                    else:
-                        outcome = event
-                if text:
-                    chunks += len(text)
-                    joined = "".join(text)
-                    parts.append(joined)
-                    await stream.write(joined)
-                    self.status.answering(chunks)
+            async for event in stream_answer(self.client, self._request(), options=self.options):
+                if isinstance(event, TextDelta):
+                    parts.append(event.text)
+                    await stream.write(event.text)
+                    self.status.answering(event.tokens or len(parts))
+                elif isinstance(event, Notice):
+                    self.notify(event.message, title="note")
+                else:
+                    outcome = event
         except asyncio.CancelledError:
-            stop.set()
-            abort()
             await stream.stop()
             await self._end_turn(user_view, answer_view, "".join(parts), None, cancelled=True)
             raise
-        stop.set()
         await stream.stop()
         await self._end_turn(user_view, answer_view, "".join(parts), outcome, cancelled=False)
 

@@ -21,10 +21,11 @@ from typing import Any
 
 import yaml
 
+from appliance.client import ServiceClient
 from appliance.config import load_config
 from appliance.engine.scripted import ScriptedEngine
-from appliance.service.client import ServiceClient, UnixSocketTransport
 from appliance.service.server import ServiceRunner
+from appliance.service.state import DeviceProbe, device_nodes
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_HF = REPO / "tests" / "fixtures" / "tiny-qwen2" / "hf"
@@ -57,8 +58,9 @@ def scripted_settings(socket_path: Path, **sections: Any) -> dict[str, Any]:
 class InProcessService:
     """A ServiceRunner on its own event loop thread."""
 
-    def __init__(self, config_path: Path) -> None:
+    def __init__(self, config_path: Path, device_probe: DeviceProbe = device_nodes) -> None:
         self.loaded = load_config(config_path, env={})
+        self._device_probe = device_probe
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
@@ -67,7 +69,7 @@ class InProcessService:
         self.call(self._wait_loaded)
 
     async def _make(self) -> ServiceRunner:
-        return ServiceRunner(self.loaded)
+        return ServiceRunner(self.loaded, device_probe=self._device_probe)
 
     async def _wait_loaded(self) -> None:
         await asyncio.wait_for(self.runner.loaded.wait(), 60)
@@ -87,7 +89,7 @@ class InProcessService:
         return model.engine
 
     def client(self, timeout: float = 30) -> ServiceClient:
-        return ServiceClient(UnixSocketTransport(self.socket, timeout))
+        return ServiceClient.for_socket(self.socket, timeout=timeout)
 
     def stop(self) -> None:
         self.call(self.runner.stop)
@@ -96,9 +98,11 @@ class InProcessService:
 
 
 @contextmanager
-def in_process(tmp_path: Path, **sections: Any) -> Iterator[InProcessService]:
+def in_process(
+    tmp_path: Path, device_probe: DeviceProbe = device_nodes, **sections: Any
+) -> Iterator[InProcessService]:
     cfg = write_config(tmp_path, scripted_settings(tmp_path / "llm.sock", **sections))
-    service = InProcessService(cfg)
+    service = InProcessService(cfg, device_probe)
     try:
         yield service
     finally:
@@ -145,7 +149,7 @@ def wait_for_socket(path: Path, proc: subprocess.Popen[bytes] | None = None, tim
 
 
 def wait_healthy(socket_path: Path, timeout: float = 120) -> dict[str, Any]:
-    client = ServiceClient(UnixSocketTransport(str(socket_path), 10))
+    client = ServiceClient.for_socket(socket_path, timeout=10)
     deadline = time.monotonic() + timeout
     last: dict[str, Any] = {}
     while time.monotonic() < deadline:

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from textual.widgets import Static
+from rich.text import Text
+from textual.widget import Widget
 
 from appliance.tui.stream import TurnStats
 
 __all__ = ["StatusBar"]
 
 
-class StatusBar(Static):
-    """Holds its parts as attributes and renders them as one line (``line`` is what is shown)."""
+class StatusBar(Widget):
+    """Holds its parts as attributes and renders them as one line (``line`` is what is shown).
+
+    A fixed one-line widget redrawn without a new layout: it changes with every streamed token."""
 
     def __init__(self) -> None:
-        super().__init__("", id="status")
+        super().__init__(id="status")
         self.model = ""
         self.engine = ""
         self.state = "connecting…"
@@ -55,11 +58,14 @@ class StatusBar(Static):
             parts.append(self.engine)
         parts.append(self.state)
         if self.streamed_tokens is not None:
-            parts.append(f"answering… {self.streamed_tokens} chunks")
+            parts.append(f"answering… {self.streamed_tokens} tokens")
         elif self.stats is not None:
             s = self.stats
             parts.append(f"{s.tokens_per_second:.1f} tok/s")
             parts.append(f"ttft {s.ttft_s * 1000:.0f} ms")
             parts.append(f"{s.eval_count} tokens ({s.done_reason})")
         self.line = " · ".join(parts)
-        self.update(self.line)
+        self.refresh()
+
+    def render(self) -> Text:
+        return Text(self.line, no_wrap=True, overflow="ellipsis")

@@ -1,5 +1,7 @@
 """A private `llm-tpu serve` child for `llm-tpu chat` when no service is running (user mode).
 
+Exports :class:`LocalService`.
+
 The child listens on a socket in a fresh 0700 directory (under $XDG_RUNTIME_DIR when there is one),
 logs there, and is stopped with SIGTERM (the service drains, then exits) when the chat ends. It stays
 in our process group so that a closed terminal takes it down with us.
@@ -17,8 +19,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from appliance.client.sync import ServiceClient
 from appliance.errors import ApplianceError, ServiceError, ServiceUnavailable
-from appliance.service.client import ServiceClient, UnixSocketTransport
 
 __all__ = ["LocalService"]
 
@@ -59,7 +61,7 @@ class LocalService:
             )
 
     def client(self, timeout: float | None = 600.0) -> ServiceClient:
-        return ServiceClient(UnixSocketTransport(str(self.socket), timeout))
+        return ServiceClient.for_socket(self.socket, timeout=timeout)
 
     def _log_tail(self, lines: int = 5) -> str:
         try:
