@@ -21,6 +21,7 @@ chat: venv
 lint: venv
 	$(VENV)/bin/ruff check appliance provisioning tests bench scripts
 	$(VENV)/bin/ruff format --check appliance provisioning tests bench scripts
+	cd provisioning/ansible && ../../$(VENV)/bin/ansible-lint -q --profile production site.yml roles
 
 typecheck: venv
 	$(VENV)/bin/mypy

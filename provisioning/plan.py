@@ -18,7 +18,7 @@ from appliance.errors import LayoutDoesNotFit
 from provisioning.layout import HeapLimits, MemoryLayout
 from provisioning.needs import ModelNeeds
 
-__all__ = ["LayoutPlan", "cpu_memory_mib", "fit_problems", "model_capacity", "plan_layout"]
+__all__ = ["LayoutPlan", "cpu_memory_mib", "fit_problems", "model_capacity", "plan_layout", "plan_pinned"]
 
 # With no /proc/meminfo we assume the kernel keeps this much of the DDR outside the heaps (the vendor
 # script's own "kernel minimal" constant).
@@ -80,17 +80,19 @@ def model_capacity(layout: MemoryLayout, settings: ProvisioningSettings) -> dict
 
 
 def fit_problems(
-    layout: MemoryLayout, needs: ModelNeeds, settings: ProvisioningSettings, cpu_after_mib: int | None
+    layout: MemoryLayout, needs: ModelNeeds | None, settings: ProvisioningSettings, cpu_after_mib: int | None
 ) -> list[str]:
-    """Why ``layout`` does not serve the model and the box (empty: it does)."""
+    """Why ``layout`` does not serve the model (if any) and the box (empty: it does)."""
     problems = []
     cap = model_capacity(layout, settings)
-    if sum(cap.values()) < needs.total_mib:
+    if needs is None:
+        pass
+    elif sum(cap.values()) < needs.total_mib:
         problems.append(
             f"the model needs {needs.total_mib} MiB but the heaps offer it {sum(cap.values())} MiB "
             f"(npu {cap['npu']} + vpp {cap['vpp']} + vpu {cap['vpu']} after video reservations)"
         )
-    if max(cap.values()) < needs.largest_mib:
+    if needs is not None and max(cap.values()) < needs.largest_mib:
         problems.append(
             f"its largest single allocation ({needs.largest_mib} MiB) fits in no heap "
             f"(largest available: {max(cap.values())} MiB)"
@@ -119,25 +121,13 @@ def plan_layout(
     if cpu_now_mib is None:
         notes.append("CPU memory is unknown (no /proc/meminfo, no DDR size): the CPU reserve was not checked")
 
-    def plan(layout: MemoryLayout, changed: bool, reasons: list[str]) -> LayoutPlan:
-        return LayoutPlan(
-            layout=layout,
-            current=current,
-            limits=limits,
-            changed=changed,
-            reasons=tuple(reasons),
-            cpu_after_mib=cpu_after(cpu_now_mib, current, layout),
-            need_mib=needs.total_mib,
-            largest_mib=needs.largest_mib,
-            notes=tuple(notes),
-        )
+    def plan(layout: MemoryLayout, reasons: list[str]) -> LayoutPlan:
+        return _make_plan(layout, current, limits, cpu_now_mib, needs, reasons, notes)
 
     over_limit = limits.violations(current)
     problems = fit_problems(current, needs, settings, cpu_now_mib) + over_limit
     if not problems:
-        return plan(
-            current, False, [f"the current layout ({current}) already holds the model; nothing to change"]
-        )
+        return plan(current, [f"the current layout ({current}) already holds the model; nothing to change"])
 
     refusals: list[str] = []
     for heap, reserve in (("vpu", settings.vpu_reserve_mib), ("vpp", settings.vpp_reserve_mib)):
@@ -206,4 +196,57 @@ def plan_layout(
         reasons.append(
             f"cpu memory after the change: {left} MiB" if left is not None else "cpu memory unknown"
         )
-    return plan(layout, layout != current, reasons)
+    return plan(layout, reasons)
+
+
+def plan_pinned(
+    layout: MemoryLayout,
+    limits: HeapLimits,
+    current: MemoryLayout,
+    settings: ProvisioningSettings,
+    cpu_now_mib: int | None,
+    needs: ModelNeeds | None = None,
+    notes: tuple[str, ...] = (),
+) -> LayoutPlan:
+    """A layout the operator pinned (``--layout``), checked like a computed one: within the board's
+    maxima, keeping the CPU reserve and the video reservations, holding the model when one is given.
+    ``changed`` compares normalized layouts, so a pinned layout the box already runs stages nothing."""
+    left = cpu_after(cpu_now_mib, current, layout)
+    problems = limits.violations(layout) + fit_problems(layout, needs, settings, left)
+    if problems:
+        raise LayoutDoesNotFit(
+            f"the pinned layout ({layout}) cannot be used on this board: " + "; ".join(problems),
+            hint="pin a layout within the maxima `llm-tpu provision plan` prints, or plan for the model "
+            "instead of pinning",
+        )
+    changed = layout != current  # normalized MiB on both sides
+    reasons = [
+        f"pinned layout {layout}" + ("" if changed else ": the box already runs it; nothing to change")
+    ]
+    if changed and left is not None:
+        reasons.append(f"cpu memory after the change: {left} MiB")
+    vendor = [n for n in (needs.vendor_note() if needs else None,) if n]
+    return _make_plan(layout, current, limits, cpu_now_mib, needs, reasons, [*notes, *vendor])
+
+
+def _make_plan(
+    layout: MemoryLayout,
+    current: MemoryLayout,
+    limits: HeapLimits,
+    cpu_now_mib: int | None,
+    needs: ModelNeeds | None,
+    reasons: list[str],
+    notes: list[str],
+) -> LayoutPlan:
+    """The plan value; ``changed`` compares the normalized layouts, nothing else."""
+    return LayoutPlan(
+        layout=layout,
+        current=current,
+        limits=limits,
+        changed=layout != current,
+        reasons=tuple(reasons),
+        cpu_after_mib=cpu_after(cpu_now_mib, current, layout),
+        need_mib=needs.total_mib if needs else 0,
+        largest_mib=needs.largest_mib if needs else 0,
+        notes=tuple(notes),
+    )

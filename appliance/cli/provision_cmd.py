@@ -20,9 +20,10 @@ from appliance.errors import ApplianceError, ProvisioningError, UnsupportedBoard
 from provisioning import apply as apply_mod
 from provisioning import firstboot
 from provisioning.board import BoardState, read_board, unsupported_board
+from provisioning.layout_spec import parse_layout_spec
 from provisioning.lock import DEFAULT_LOCK_TIMEOUT_S, provision_lock
 from provisioning.needs import ModelNeeds, needs_for_model, needs_from_figures
-from provisioning.plan import LayoutPlan, fit_problems, model_capacity, plan_layout
+from provisioning.plan import LayoutPlan, fit_problems, model_capacity, plan_layout, plan_pinned
 from provisioning.settings import load_settings
 from provisioning.state import ProvisionState
 from provisioning.verify import verify_pending
@@ -113,17 +114,25 @@ def run_check(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace, settings: ProvisioningSettings) -> tuple[BoardState, LayoutPlan]:
     if why := unsupported_board(settings):
         raise UnsupportedBoard(why)
+    pinned, notes = parse_layout_spec(args.layout) if getattr(args, "layout", None) else (None, [])
     state = read_board(settings)
     needs = _needs(args, settings)
-    if needs is None:
+    if needs is None and pinned is None:
         raise ProvisioningError(
-            "no model to plan for", hint="pass --model NAME (or --need-mib), or set provisioning.model"
+            "no model to plan for",
+            hint="pass --model NAME (or --need-mib, or --layout), or set provisioning.model",
         )
     if state.board.limits is None or state.live is None:
         raise ProvisioningError(
             "cannot read the board's heap maxima: " + "; ".join(state.problems),
             hint="provision plan needs memory_edit.sh -p and the ION heaps (run as root on the box)",
         )
+    if pinned is not None:
+        plan = plan_pinned(
+            pinned, state.board.limits, state.live, settings, state.cpu_mib, needs, tuple(notes)
+        )
+        return state, plan
+    assert needs is not None
     return state, plan_layout(needs, state.board.limits, state.live, settings, state.cpu_mib)
 
 
@@ -250,6 +259,15 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--largest-mib", type=int, help="with --need-mib: the largest single allocation")
 
 
+def _layout_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--layout",
+        metavar="SPEC",
+        help="pin this layout instead of computing one: npu=N,vpu=N,vpp=N in MiB (7615, 7615M, 7.5G) or "
+        "hex bytes (0x1dbf00000); checked against the maxima, the reserves and the model if given",
+    )
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("provision", help="TPU memory layout: check, plan, apply, verify", description=__doc__)
     psub = p.add_subparsers(dest="provision_command", metavar="ACTION")
@@ -271,6 +289,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         sp = psub.add_parser(name, parents=[common], help=text, description=text)
         if name in ("check", "plan", "apply"):
             _model_args(sp)
+        if name in ("plan", "apply"):
+            _layout_arg(sp)
         if name == "apply":
             sp.add_argument("--reboot", action="store_true", help="reboot when a change was staged")
         if name == "firstboot":

@@ -6,13 +6,21 @@ formats (sophgo-facts.md section 7), ``/proc/device-tree/info/file-name``, ``/pr
 directory whose ``memory_edit.sh`` is the test stand-in (tests/support/memory_edit_standin.py).
 ``reboot()`` plays the kernel: it reads the heaps from the dtb the box boots in ``/boot/emmcboot.itb``
 and rewrites the ION files and MemTotal from them.
+
+The board's facts (DDR banks, booted device tree, boot count) are kept in ``build/board.json`` so that a
+board can be reopened (:meth:`FakeBoard.attach`) and rebooted from inside a fake box, where this file
+runs as a script with the box's own Python: ``python3 fake_board.py reboot /``. A file
+``build/boot-keeps-old-heaps`` makes the next reboots ignore the staged boot image (a box whose boot
+loader did not take the new device tree), for tests of a layout that is not live after the reboot.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,11 +161,19 @@ ITS = """/dts-v1/;
 
 
 class FakeBoard:
-    """An SE7 (16 GB: DDR 8+4+4 GiB) with the factory layout unless told otherwise."""
+    """An SE7 (16 GB: DDR 8+4+4 GiB) with the factory layout unless told otherwise. ``dts`` chooses the
+    device tree the box boots: the SE7's (fdt-1) or the SM7's (fdt-2) of the same FIT image."""
 
-    def __init__(self, root: Path, heaps: Heaps | None = None, ddr_gib: tuple[int, int, int] = (8, 4, 4)):
+    def __init__(
+        self,
+        root: Path,
+        heaps: Heaps | None = None,
+        ddr_gib: tuple[int, int, int] = (8, 4, 4),
+        dts: str = SE7_DTS,
+    ):
         self.root = root
         self.ddr_gib = ddr_gib
+        self.dts = dts
         self.kit = root / "opt/memory_edit"
         build = root / "build"
         for d in (build, root / "boot", self.kit, root / "proc/device-tree/info", root / "run"):
@@ -190,12 +206,26 @@ class FakeBoard:
         )
         shutil.copy(build / "emmcboot.itb", self.boot_image)
         shutil.copy(build / "multi.its", root / "boot/multi.its")
-        (root / "proc/device-tree/info/file-name").write_bytes(f"{SE7_DTS}.dtb\x00".encode())
+        (root / "proc/device-tree/info/file-name").write_bytes(f"{dts}.dtb\x00".encode())
         shutil.copy(STANDIN, self.kit / "memory_edit.sh")
         (self.kit / "memory_edit.sh").chmod(0o755)
         (root / "proc/sys/kernel/random").mkdir(parents=True, exist_ok=True)
         self.boots = 0
         self.set_heaps(heaps)
+
+    @classmethod
+    def attach(cls, root: Path) -> FakeBoard:
+        """The board built earlier under ``root`` (from ``build/board.json``)."""
+        facts = json.loads((root / "build/board.json").read_text())
+        board = cls.__new__(cls)
+        board.root, board.kit = root, root / "opt/memory_edit"
+        board.ddr_gib = (facts["ddr_gib"][0], facts["ddr_gib"][1], facts["ddr_gib"][2])
+        board.dts, board.boots = facts["dts"], facts["boots"]
+        return board
+
+    def _save(self) -> None:
+        facts = {"ddr_gib": list(self.ddr_gib), "dts": self.dts, "boots": self.boots}
+        (self.root / "build/board.json").write_text(json.dumps(facts))
 
     @property
     def boot_image(self) -> Path:
@@ -230,12 +260,23 @@ class FakeBoard:
         (self.root / "proc/sys/kernel/random/boot_id").write_text(
             f"00000000-0000-0000-0000-{self.boots:012d}\n"
         )
+        self._save()
+
+    def live_heaps(self) -> Heaps:
+        """The heaps the running (fake) kernel reports."""
+        ion = self.root / "sys/kernel/debug/ion"
+        sizes = {}
+        for heap in ("npu", "vpu", "vpp"):
+            total = ion / f"bm_{heap}_heap_dump/total_mem"
+            sizes[heap] = int(total.read_text()) // MIB if total.exists() else 0
+        return Heaps(**sizes)
 
     def heaps_in_boot_image(self) -> Heaps:
-        """The heap sizes the box would get when booting /boot/emmcboot.itb (config-1, the SE7 dtb)."""
+        """The heap sizes the box would get when booting /boot/emmcboot.itb (the fdt of its board)."""
         tmp = self.root / "build/booted.dtb"
+        index = "2" if self.dts == SE7_DTS else "3"  # kernel, ramdisk, fdt-1 (SE7), fdt-2 (SM7)
         subprocess.run(
-            ["dumpimage", "-T", "flat_dt", "-p", "2", "-o", str(tmp), str(self.boot_image)],
+            ["dumpimage", "-T", "flat_dt", "-p", index, "-o", str(tmp), str(self.boot_image)],
             check=True,
             capture_output=True,
         )
@@ -251,9 +292,24 @@ class FakeBoard:
         return Heaps(**sizes)
 
     def reboot(self) -> Heaps:
-        heaps = self.heaps_in_boot_image()
+        keeps_old = (self.root / "build/boot-keeps-old-heaps").exists()
+        heaps = self.live_heaps() if keeps_old else self.heaps_in_boot_image()
         self.set_heaps(heaps)
         (self.root / "run").mkdir(exist_ok=True)
         for p in (self.root / "run").iterdir():  # /run is a tmpfs: empty after a reboot
             shutil.rmtree(p) if p.is_dir() else p.unlink()
         return heaps
+
+
+def main(argv: list[str]) -> int:
+    """``fake_board.py reboot ROOT``: play the reboot of the board under ROOT (``/`` inside a fake box)."""
+    if len(argv) != 2 or argv[0] != "reboot":
+        print("usage: fake_board.py reboot ROOT", file=sys.stderr)
+        return 2
+    heaps = FakeBoard.attach(Path(argv[1])).reboot()
+    print(f"rebooted: npu {heaps.npu} MiB, vpu {heaps.vpu} MiB, vpp {heaps.vpp} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -19,6 +19,8 @@ this file as ``memory_edit.sh`` in a kit directory. It follows sophgo-facts.md s
   N MiB``, ``Info: use dts file <path>``, ``Info: check <heap> size: ...``, ``Info: check edit size ok``;
   errors start with ``Error:``. One ``log_<date>.log`` per run.
 
+It runs with the box's python3 (3.8 on Ubuntu 20.04 boxes, 3.9 on Debian 11): nothing newer is used.
+
 Test-only knobs (environment): ``FAKE_BOARD_SYSROOT`` roots every absolute path (``/boot``, ``/proc``,
 ``/sys``); ``FAKE_MEMORY_EDIT_SKEW=<heap>:<MiB>`` writes a wrong size for one heap into the image while
 still printing the requested size and "check edit size ok" (a buggy tool our verification must catch);
@@ -141,9 +143,9 @@ def main(argv: list[str]) -> None:
     elif n in (7, 8) and argv[0] == "-c" and argv[1] == "-npu" and argv[3] == "-vpu" and argv[5] == "-vpp":
         values = [argv[2], argv[4], argv[6]]
         if all(re.match(hexa, v) for v in values):
-            sizes = dict(zip(("npu", "vpu", "vpp"), (int(v, 16) for v in values), strict=True))
+            sizes = {"npu": int(values[0], 16), "vpu": int(values[1], 16), "vpp": int(values[2], 16)}
         elif all(re.match(dec, v) for v in values):
-            sizes = dict(zip(("npu", "vpu", "vpp"), (int(v) * MIB for v in values), strict=True))
+            sizes = {"npu": int(values[0]) * MIB, "vpu": int(values[1]) * MIB, "vpp": int(values[2]) * MIB}
         else:
             usage()
         mode = "config"
