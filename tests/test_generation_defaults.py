@@ -10,14 +10,18 @@ from pathlib import Path
 
 from appliance.cli.main import build_parser
 from appliance.config.schema import GenerationDefaults
+from appliance.generation.defaults import model_defaults
 from appliance.generation.types import GenerationOptions, options_with_defaults
 
 LLM_TPU = [sys.executable, "-m", "appliance.cli.main"]
 
 
 def test_options_defaults_are_the_config_defaults() -> None:
-    assert options_with_defaults(GenerationDefaults.model_validate({})) == GenerationOptions()
-    defaults = GenerationDefaults.model_validate({"max_tokens": 7, "temperature": 0.5})
+    assert (
+        options_with_defaults(model_defaults(config=GenerationDefaults.model_validate({})))
+        == GenerationOptions()
+    )
+    defaults = model_defaults(config=GenerationDefaults.model_validate({"max_tokens": 7, "temperature": 0.5}))
     given = options_with_defaults(defaults, temperature=0.0, stop=["", "x"])
     assert (given.max_new_tokens, given.temperature, given.stop) == (7, 0.0, ("x",))
 
