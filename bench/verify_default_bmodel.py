@@ -93,7 +93,7 @@ def main(argv: list[str]) -> int:
     t_torch = time.monotonic() - t0
     gaps = [float(np.diff(np.sort(lg)[-2:])[0]) for lg in ref_logits]
     print(f"prompt: {args.prompt!r} ({len(ids)} tokens); torch: {tok.decode(want)!r} in {t_torch:.1f} s")
-    print(f"torch top-1/top-2 gaps per step: {' '.join(f'{g:.2f}' for g in gaps)}")
+    print(f"torch top-1/top-2 gaps per step: {' '.join(f'{g:.2f}' for g in gaps)}", flush=True)
     if min(gaps) < MIN_GAP:
         step = int(np.argmin(gaps))
         print(
@@ -104,6 +104,10 @@ def main(argv: list[str]) -> int:
 
     with tempfile.TemporaryDirectory(prefix="verify-default-") as tmp:
         model = packaged_model(deb, Path(tmp))
+        print(
+            f"loading {model.name} on the cmodel; the seq-{model.manifest.max_seq_len} prefill takes long",
+            flush=True,
+        )
         t0 = time.monotonic()
         eng = BmrtEngine.open(model.weights_path, libdir=libdir, allow_cmodel=True)
         eng.greedy_on_device = False
@@ -113,11 +117,13 @@ def main(argv: list[str]) -> int:
             t0 = time.monotonic()
             out = eng.prefill(ids)
             t_prefill = time.monotonic() - t0
+            print(f"cmodel prefill: {t_prefill:.0f} s", flush=True)
             t0 = time.monotonic()
             for step in range(len(want)):
                 assert out.logits is not None
                 cos.append(_cosine(out.logits, ref_logits[step]))
                 got.append(int(np.argmax(out.logits)))
+                print(f"step {step}: {got[-1]} (torch {want[step]}), cosine {cos[-1]:.5f}", flush=True)
                 if got[-1] != want[step] or step == len(want) - 1:
                     break
                 out = eng.decode(got[-1])
