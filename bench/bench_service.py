@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from appliance.config.schema import ModelSection
-from appliance.generation.types import GenerationOptions, TextDelta
+from appliance.generation.types import GenerationOptions, TextDelta, validate_messages
 from appliance.models.loader import load_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,7 +79,7 @@ def _direct_times(generator: object, tokens: int) -> tuple[float, float, int]:
     start = time.perf_counter()
     first = 0.0
     chunks = 0
-    for event in generator.generate(MESSAGES, options):  # type: ignore[attr-defined]
+    for event in generator.generate(validate_messages(MESSAGES), options):  # type: ignore[attr-defined]
         if isinstance(event, TextDelta):
             chunks += 1
             if not first:
