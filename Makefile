@@ -65,7 +65,7 @@ model-deb: venv compiler
 	@./packaging/llm-tpu-model-smollm2-135m/make-model-deb.sh
 
 # The default model's bf16 build, compiled by model-deb's command at seq 128, gives torch's tokens on the
-# cmodel (about 10 min on 2 cores). Not in `test`. The -packaged variant runs the seq-512 build out of the
+# cmodel (22 CPU-minutes: about 12 min on 2 idle cores). Not in `test`. The -packaged variant runs the seq-512 build out of the
 # package itself: hours on the simulator.
 verify-default-bmodel: compiler
 	$(PY) -m bench.verify_default_bmodel

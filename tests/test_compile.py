@@ -92,7 +92,8 @@ def _config_with(tmp_path: Path, **change: object) -> Path:
 @pytest.mark.parametrize(
     ("change", "field"),
     [
-        ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "rope_scaling.rope_type"),
+        ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "rope_scaling.rope_type"),
+        ({"rope_parameters": {"rope_type": "dynamic", "factor": 2.0}}, "rope_parameters.rope_type"),
         ({"architectures": ["Qwen3ForCausalLM"]}, "architectures"),
         ({"hidden_act": "gelu"}, "hidden_act"),
         ({"use_sliding_window": True}, "use_sliding_window"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from appliance.compile import rope
 from appliance.compile.mlir_text import Function, Value, bool_, f64, i32, i64, i64s, si32, string
 from appliance.compile.source import Checkpoint, ModelSpec
 
@@ -34,15 +35,8 @@ MIN_KEEP = 5  # ... and never fewer than 5 after top_p
 
 
 def rotary_tables(spec: ModelSpec, seq: int) -> tuple[np.ndarray, np.ndarray]:
-    """cos/sin [seq, 1, head_dim] in float32, computed in float32 as transformers' default RoPE."""
-    d = spec.head_dim
-    inv_freq = np.float32(1.0) / (np.float32(spec.rope_theta) ** (np.arange(0, d, 2, dtype=np.float32) / d))
-    freqs = np.outer(np.arange(seq, dtype=np.float32), inv_freq.astype(np.float32))
-    emb = np.concatenate([freqs, freqs], axis=1)
-    return (
-        np.cos(emb).astype(np.float32).reshape(seq, 1, d),
-        np.sin(emb).astype(np.float32).reshape(seq, 1, d),
-    )
+    """cos/sin [seq, 1, head_dim] in float32, as transformers computes them (with the model's scaling)."""
+    return rope.rotary_tables(spec.rope_theta, spec.head_dim, spec.rope_scaling, seq)
 
 
 def embedding_mlir(spec: ModelSpec, name: str, length: int) -> str:

@@ -14,16 +14,14 @@ from typing import Any
 
 import numpy as np
 
+from appliance.compile.rope import RopeScaling, read_rope
+from appliance.compile.unsupported import UnsupportedModel, unsupported
 from appliance.errors import ModelFormatError
 
 __all__ = ["Checkpoint", "ModelSpec", "UnsupportedModel", "read_spec"]
 
 _ARCHS = {"Qwen2ForCausalLM": "qwen2", "LlamaForCausalLM": "llama"}
 _DTYPES = {"BF16": 2, "F16": 2, "F32": 4}
-
-
-class UnsupportedModel(ModelFormatError):
-    """The model uses something the compiler does not implement (yet)."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +38,7 @@ class ModelSpec:
     rope_theta: float
     tied: bool
     dtype: str
+    rope_scaling: RopeScaling | None = None  # linear or llama3 (appliance.compile.rope)
 
     @property
     def q_dim(self) -> int:
@@ -65,30 +64,6 @@ def _load_config(src: Path) -> dict[str, Any]:
     return data
 
 
-def _unsupported(field: str, value: object, what: str) -> UnsupportedModel:
-    return UnsupportedModel(
-        f"not supported yet: {what} (config.json {field} = {json.dumps(value)})",
-        hint="supported: Qwen2/Qwen2.5 and Llama/SmolLM2 without rope scaling or sliding window",
-    )
-
-
-def _rope_theta(cfg: dict[str, Any]) -> float:
-    params = cfg.get("rope_parameters")
-    scaling = cfg.get("rope_scaling")
-    for field, block in (("rope_parameters", params), ("rope_scaling", scaling)):
-        if isinstance(block, dict):
-            kind = block.get("rope_type", block.get("type", "default"))
-            if kind != "default":
-                raise _unsupported(f"{field}.rope_type", kind, f"rope scaling {kind!r}")
-            if block.get("partial_rotary_factor", 1.0) != 1.0:
-                raise _unsupported(
-                    f"{field}.partial_rotary_factor", block["partial_rotary_factor"], "partial rotary"
-                )
-    if isinstance(params, dict) and "rope_theta" in params:
-        return float(params["rope_theta"])
-    return float(cfg.get("rope_theta", 10000.0))
-
-
 def _decimal_of_f32(value: float) -> float:
     """A value that is exactly a float32 (read back from f32 storage, as a GGUF's rms epsilon: 1e-06
     becomes 9.999999974752427e-07) is taken as the shortest decimal with that float32, the number the
@@ -107,23 +82,24 @@ def read_spec(src: Path) -> ModelSpec:
     if isinstance(archs, list) and archs:
         arch = archs[0]
         if arch not in _ARCHS:
-            raise _unsupported("architectures", archs, f"architecture {arch}")
+            raise unsupported("architectures", archs, f"architecture {arch}")
     else:  # configs written from a GGUF carry only model_type
         kind = cfg.get("model_type", "?")
         arch = next((a for a, fam in _ARCHS.items() if fam == kind), "")
         if not arch:
-            raise _unsupported("model_type", kind, f"model type {kind}")
+            raise unsupported("model_type", kind, f"model type {kind}")
     if cfg.get("quantization_config"):
         method = cfg["quantization_config"].get("quant_method", "?")
-        raise _unsupported("quantization_config.quant_method", method, "pre-quantized checkpoints")
+        raise unsupported("quantization_config.quant_method", method, "pre-quantized checkpoints")
     if cfg.get("hidden_act", "silu") != "silu":
-        raise _unsupported("hidden_act", cfg["hidden_act"], f"activation {cfg['hidden_act']}")
+        raise unsupported("hidden_act", cfg["hidden_act"], f"activation {cfg['hidden_act']}")
     if cfg.get("use_sliding_window"):
-        raise _unsupported("use_sliding_window", True, "sliding-window attention")
+        raise unsupported("use_sliding_window", True, "sliding-window attention")
     if cfg.get("partial_rotary_factor", 1.0) != 1.0:
-        raise _unsupported("partial_rotary_factor", cfg["partial_rotary_factor"], "partial rotary")
+        raise unsupported("partial_rotary_factor", cfg["partial_rotary_factor"], "partial rotary")
     if cfg.get("pretraining_tp", 1) != 1:
-        raise _unsupported("pretraining_tp", cfg["pretraining_tp"], "tensor-parallel pretraining slices")
+        raise unsupported("pretraining_tp", cfg["pretraining_tp"], "tensor-parallel pretraining slices")
+    theta, scaling = read_rope(cfg)
     try:
         heads = int(cfg["num_attention_heads"])
         hidden = int(cfg["hidden_size"])
@@ -137,18 +113,19 @@ def read_spec(src: Path) -> ModelSpec:
             head_dim=int(cfg.get("head_dim") or hidden // heads),
             vocab=int(cfg["vocab_size"]),
             rms_eps=_decimal_of_f32(float(cfg["rms_norm_eps"])),
-            rope_theta=_rope_theta(cfg),
+            rope_theta=theta,
             tied=bool(cfg.get("tie_word_embeddings", False)),
             dtype=str(cfg.get("dtype") or cfg.get("torch_dtype") or "bfloat16"),
+            rope_scaling=scaling,
         )
     except KeyError as exc:
         raise ModelFormatError(f"{src / 'config.json'} has no {exc.args[0]}") from None
     except (TypeError, ValueError) as exc:
         raise ModelFormatError(f"{src / 'config.json'}: {exc}") from None
     if spec.heads % spec.kv_heads:
-        raise _unsupported("num_key_value_heads", spec.kv_heads, "KV heads that do not divide the heads")
+        raise unsupported("num_key_value_heads", spec.kv_heads, "KV heads that do not divide the heads")
     if spec.dtype not in ("bfloat16", "float16", "float32"):
-        raise _unsupported("dtype", spec.dtype, f"checkpoint dtype {spec.dtype}")
+        raise unsupported("dtype", spec.dtype, f"checkpoint dtype {spec.dtype}")
     return spec
 
 

@@ -76,3 +76,14 @@ def write_tiny_llama(dest: Path, seed: int = 20261202, **changes: object) -> Pat
     )
     (dest / "config.json").write_text(json.dumps(c, indent=2))
     return dest
+
+
+# Llama 3.1-style scaling sized for the tiny model (head_dim 16, theta 1e4: wavelengths 6 to 20,000):
+# wavelengths above 32 are divided by 4, below 8 kept, between them blended.
+LLAMA3_ROPE = {
+    "rope_type": "llama3",
+    "factor": 4.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 32,
+}
