@@ -9,9 +9,9 @@ logits resolve 0.0625 at magnitudes 8-16); if it has one the check says so inste
 
 Why a short seq: the packaged build is fixed-shape, so its prefill runs all 512 positions through the
 30 blocks whatever the prompt's length, and on the simulator that did not finish in 39 minutes
-(seq 128: 22 CPU-minutes in all, 46 min wall on this 2-core machine shared at
-load 12; 9 tokens equal torch's, worst logit cosine 0.9912). The seq changes only shapes (the rotary table's rows, the mask, the KV
-cache, the attention kernel's size); weights, generator code, tpuc-opt passes, quantization and the
+(seq 128: 22 CPU-minutes in all, 46 min wall on this 2-core machine shared at load 12; 9 tokens
+equal torch's, worst logit cosine 0.9912). The seq changes only shapes (the rotary table's rows, the
+mask, the KV cache, the attention kernel's size); weights, generator code, tpuc-opt passes, quantization and the
 nets' layout are the same. The build is cached outside the clone, keyed on the compiler's code, the
 tpu-mlir version, the GGUF and the seq. ``--packaged`` runs the seq-512 bf16 build out of the
 llm-tpu-model-smollm2-135m package in dist/ (`make verify-default-bmodel-packaged`) for whoever has

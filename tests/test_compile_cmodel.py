@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from support.compile_builds import compile_layout
 from support.engine_steps import greedy_tokens
-from support.tiny_llama import write_tiny_llama
+from support.tiny_llama import LLAMA3_ROPE, write_tiny_llama
 from support.vendor_runtime import FIXTURES, cmodel_libdir, require_vendor_runtime
 
 from appliance.compile.driver import compile_bmodel
@@ -79,9 +79,12 @@ def _torch_greedy(src: Path, ids: list[int], n: int) -> tuple[list[int], float]:
     return out, gap
 
 
-def test_random_tiny_llama_matches_torch(tmp_path: Path) -> None:
+@pytest.mark.parametrize("rope", ["default", "llama3"])
+def test_random_tiny_llama_matches_torch(tmp_path: Path, rope: str) -> None:
+    """Tied, no bias; with Llama 3.1's rope scaling too (sized so that it changes every frequency band
+    within the 64 positions: the tables are checked against transformers in test_compile_rope.py)."""
     require_vendor_runtime()
-    src = write_tiny_llama(tmp_path / "llama")
+    src = write_tiny_llama(tmp_path / "llama", **({"rope_scaling": LLAMA3_ROPE} if rope == "llama3" else {}))
     # a prompt whose greedy path has no near-tie (bf16 compute rounds logits by ~0.01 here)
     rng = np.random.default_rng(7)
     for _ in range(20):

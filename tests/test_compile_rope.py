@@ -5,6 +5,7 @@ transformers' own rotary embedding for the same config.json, old (`rope_scaling`
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from support.tiny_llama import CONFIG, LLAMA3_ROPE
 
 from appliance.compile.nets import rotary_tables
 from appliance.compile.rope import RopeScaling
-from appliance.compile.source import read_spec
+from appliance.compile.source import ModelSpec, read_spec
 from appliance.errors import ModelFormatError
 
 SEQ = 64
@@ -31,7 +32,7 @@ def _transformers_tables(config: dict[str, object]) -> tuple[np.ndarray, np.ndar
     return cos[0].numpy(), sin[0].numpy()
 
 
-def _spec(tmp_path: Path, config: dict[str, object]):  # type: ignore[no-untyped-def]
+def _spec(tmp_path: Path, config: dict[str, object]) -> ModelSpec:
     (tmp_path / "config.json").write_text(json.dumps(config))
     return read_spec(tmp_path)
 
@@ -67,5 +68,7 @@ def test_llama3_scaling_is_read_from_either_spelling(tmp_path: Path) -> None:
 
 
 def test_llama3_scaling_without_its_fields_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(ModelFormatError, match="rope_scaling.low_freq_factor must be a positive number"):
+    with pytest.raises(
+        ModelFormatError, match=re.escape("rope_scaling.low_freq_factor must be a positive number")
+    ):
         _spec(tmp_path, CONFIG | {"rope_scaling": {"rope_type": "llama3", "factor": 8.0}})
