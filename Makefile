@@ -73,7 +73,7 @@ verify-default-bmodel: compiler
 verify-default-bmodel-packaged: model-deb vendor-runtime
 	$(PY) -m bench.verify_default_bmodel --packaged
 
-bench: venv vendor-runtime
+bench: venv vendor-runtime compiler
 	$(PY) -m bench
 
 clean:
