@@ -5,7 +5,9 @@ whether the vendor's llm_convert route can run on this machine to be timed besid
 Target (issue 14): under 60 s on 2 cores, at least 3x faster than the vendor's llm_convert. Each
 compile runs as its own `llm-tpu models compile ... --json` process, so its peak RSS (os.wait4: the
 largest of it and every tool it waited for) is its own. The compiler's PPL kernel cache is kept
-as it is (cold only the first time a shape is compiled on a machine).
+as it is (cold only the first time a shape is compiled on a machine). The CPU seconds (user +
+system of every process) do not depend on what else the machine runs; the wall time does, so the
+load average is printed beside it.
 
 The vendor route needs the wheel's llm_convert.py under Python 3.10 (its pymlir extension is built
 for CPython 3.10 only) with torch importable: tpu_mlir/python/llm/LlmConverter.py and ModelHandle.py
@@ -54,6 +56,7 @@ def compile_once(quant: str, dest: Path) -> dict[str, float]:
     record = json.loads(out)
     return {
         "wall": wall,
+        "cpu": usage.ru_utime + usage.ru_stime,
         "rss_mb": usage.ru_maxrss / 1024,
         "scratch_gb": record["peak_scratch_bytes"] / 1e9,
         "size_mb": record["size"] / 1e6,
@@ -112,7 +115,7 @@ def main() -> None:
         verdict = "under" if r["wall"] < TARGET_S else "OVER"
         print(
             f"compile smollm2-135m {quant:6} seq512 --sample: {r['wall']:5.1f} s ({verdict} the {TARGET_S:.0f} s "
-            f"target), {r['nets']:.0f} nets, peak scratch {r['scratch_gb']:.2f} GB, peak RSS {r['rss_mb']:.0f} MB, "
+            f"target; {r['cpu']:.0f} CPU-s, load average {os.getloadavg()[0]:.1f}), {r['nets']:.0f} nets, peak scratch {r['scratch_gb']:.2f} GB, peak RSS {r['rss_mb']:.0f} MB, "
             f"bmodel {r['size_mb']:.0f} MB",
             flush=True,
         )
