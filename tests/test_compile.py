@@ -94,7 +94,7 @@ def _config_with(tmp_path: Path, **change: object) -> Path:
     [
         ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "rope_scaling.rope_type"),
         ({"rope_parameters": {"rope_type": "dynamic", "factor": 2.0}}, "rope_parameters.rope_type"),
-        ({"architectures": ["Qwen3ForCausalLM"]}, "architectures"),
+        ({"architectures": ["MistralForCausalLM"]}, "architectures"),
         ({"hidden_act": "gelu"}, "hidden_act"),
         ({"use_sliding_window": True}, "use_sliding_window"),
         ({"quantization_config": {"quant_method": "gptq"}}, "quantization_config.quant_method"),

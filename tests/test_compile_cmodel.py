@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from support.compile_builds import compile_layout
 from support.engine_steps import greedy_tokens
-from support.tiny_llama import LLAMA3_ROPE, write_tiny_llama
+from support.tiny_llama import LLAMA3_ROPE, QWEN3, write_tiny_llama
 from support.vendor_runtime import FIXTURES, cmodel_libdir, require_vendor_runtime
 
 from appliance.compile.driver import compile_bmodel
@@ -79,12 +79,16 @@ def _torch_greedy(src: Path, ids: list[int], n: int) -> tuple[list[int], float]:
     return out, gap
 
 
-@pytest.mark.parametrize("rope", ["default", "llama3"])
-def test_random_tiny_llama_matches_torch(tmp_path: Path, rope: str) -> None:
-    """Tied, no bias; with Llama 3.1's rope scaling too (sized so that it changes every frequency band
-    within the 64 positions: the tables are checked against transformers in test_compile_rope.py)."""
+@pytest.mark.parametrize(
+    "variant", [pytest.param({}, id="plain"), pytest.param({"rope_scaling": LLAMA3_ROPE}, id="llama3-rope"),
+                pytest.param(QWEN3, id="qwen3")]
+)  # fmt: skip
+def test_random_tiny_llama_matches_torch(tmp_path: Path, variant: dict[str, object]) -> None:
+    """Tied, no bias; with Llama 3.1's rope scaling (sized so that it changes every frequency band
+    within the 64 positions: the tables are checked against transformers in test_compile_rope.py);
+    and the same shape as a Qwen3 (per-head q/k RMSNorm before the rotary)."""
     require_vendor_runtime()
-    src = write_tiny_llama(tmp_path / "llama", **({"rope_scaling": LLAMA3_ROPE} if rope == "llama3" else {}))
+    src = write_tiny_llama(tmp_path / "llama", **variant)
     # a prompt whose greedy path has no near-tie (bf16 compute rounds logits by ~0.01 here)
     rng = np.random.default_rng(7)
     for _ in range(20):

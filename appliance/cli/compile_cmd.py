@@ -15,7 +15,7 @@ from appliance.compile.plan import LM_HEAD_QUANTS, QUANTS, BuildOptions
 from appliance.compile.sources import resolve_source
 from appliance.compile.toolchain import TPU_MLIR_VERSION
 from appliance.models.directory import has_tokenizer
-from appliance.models.manifest import ModelManifest
+from appliance.models.manifest import FAMILIES, ModelManifest
 from appliance.models.names import MODEL_NAME_HELP, check_model_name, derive_model_name
 from provisioning.install import install_files
 
@@ -43,7 +43,7 @@ def _manifest(result: CompileResult, name: str, source: str) -> ModelManifest:
     s, o = result.spec, result.options
     return ModelManifest(
         name=name,
-        family=s.family,
+        family=s.family if s.family in FAMILIES else "other",  # qwen3: no manifest family yet
         engine="auto",
         files=(),
         template="tokenizer",

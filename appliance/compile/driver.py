@@ -110,6 +110,11 @@ def _check_tensors(ckpt: Checkpoint, spec: ModelSpec) -> None:
             p + "mlp.up_proj.weight": (spec.intermediate, spec.hidden),
             p + "mlp.down_proj.weight": (spec.hidden, spec.intermediate),
         }
+        if spec.qk_norm:
+            want |= {
+                p + "self_attn.q_norm.weight": (spec.head_dim,),
+                p + "self_attn.k_norm.weight": (spec.head_dim,),
+            }
     for name, shape in want.items():
         if name not in ckpt:
             raise CompileError(f"{ckpt.src}: the checkpoint has no tensor {name}")

@@ -163,6 +163,9 @@ def block_weights(
     out[p + "input_layernorm.weight"] = ckpt.read(p + "input_layernorm.weight")
     for name in _LINEARS:
         linear(name)
+    if spec.qk_norm:
+        for name in ("self_attn.q_norm.weight", "self_attn.k_norm.weight"):
+            out[p + name] = ckpt.read(p + name)
     out[p + "post_attention_layernorm.weight"] = ckpt.read(p + "post_attention_layernorm.weight")
     for name in _MLP:
         linear(name)
@@ -207,6 +210,9 @@ class _Block:
         q = f.op("Reshape", [q], qs, p + "self_attn.q_proj.reshape", **qa)
         k = f.op("Reshape", [k], kvs, p + "self_attn.k_proj.reshape", **ka)
         v = f.op("Reshape", [v], kvs, "v_cache", **ka)
+        if s.qk_norm:  # per head, over head_dim, before the rotary
+            q = self.norm(q, p + "self_attn.q_norm")
+            k = self.norm(k, p + "self_attn.k_norm")
         return q, k, v
 
     def rope(self, pos: Value, q: Value, k: Value, seq: int) -> tuple[Value, Value]:

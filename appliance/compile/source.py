@@ -20,13 +20,13 @@ from appliance.errors import ModelFormatError
 
 __all__ = ["Checkpoint", "ModelSpec", "UnsupportedModel", "read_spec"]
 
-_ARCHS = {"Qwen2ForCausalLM": "qwen2", "LlamaForCausalLM": "llama"}
+_ARCHS = {"Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3", "LlamaForCausalLM": "llama"}
 _DTYPES = {"BF16": 2, "F16": 2, "F32": 4}
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    family: str  # "qwen2" | "llama"
+    family: str  # "qwen2" | "qwen3" | "llama"
     num_layers: int
     hidden: int
     intermediate: int
@@ -39,6 +39,11 @@ class ModelSpec:
     tied: bool
     dtype: str
     rope_scaling: RopeScaling | None = None  # linear or llama3 (appliance.compile.rope)
+
+    @property
+    def qk_norm(self) -> bool:
+        """Qwen3: an RMSNorm over each head of q and k (weight [head_dim]) before the rotary."""
+        return self.family == "qwen3"
 
     @property
     def q_dim(self) -> int:

@@ -9,7 +9,7 @@ from appliance.errors import ModelFormatError
 
 __all__ = ["SUPPORTED", "UnsupportedModel", "unsupported"]
 
-SUPPORTED = "Qwen2/Qwen2.5 and Llama/SmolLM2, rope scaling none, linear or llama3, no sliding window"
+SUPPORTED = "Qwen2/Qwen2.5, Qwen3 and Llama/SmolLM2, rope scaling none, linear or llama3, no sliding window"
 
 
 class UnsupportedModel(ModelFormatError):

@@ -69,6 +69,9 @@ def write_tiny_llama(dest: Path, seed: int = 20261202, **changes: object) -> Pat
             p + "mlp.up_proj.weight": mat(inter, h),
             p + "mlp.down_proj.weight": mat(h, inter),
         }
+        if c["model_type"] == "qwen3":  # per-head q/k norms
+            for name in ("q_norm", "k_norm"):
+                tensors[p + f"self_attn.{name}.weight"] = _bf16(1.0 + rng.normal(0.0, 0.08, (c["head_dim"],)))
     dest.mkdir(parents=True, exist_ok=True)
     save_file(
         {k: np.ascontiguousarray(t, dtype=np.float32) for k, t in tensors.items()},
@@ -77,6 +80,9 @@ def write_tiny_llama(dest: Path, seed: int = 20261202, **changes: object) -> Pat
     (dest / "config.json").write_text(json.dumps(c, indent=2))
     return dest
 
+
+# The same shape as a Qwen3 (q_norm/k_norm per head before the rotary; tied, as Qwen3-0.6B is).
+QWEN3 = {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3"}
 
 # Llama 3.1-style scaling sized for the tiny model (head_dim 16, theta 1e4: wavelengths 6 to 20,000):
 # wavelengths above 32 are divided by 4, below 8 kept, between them blended.
