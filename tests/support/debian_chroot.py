@@ -85,6 +85,8 @@ class ChrootSpec:
     packages: tuple[str, ...] = ()
     variant: str = "minbase"
     mirror: str = MIRROR
+    # More architectures for dpkg (multiarch), before ``packages`` are installed: ``name:arm64``.
+    foreign_archs: tuple[str, ...] = ()
 
     @property
     def foreign(self) -> bool:
@@ -94,6 +96,8 @@ class ChrootSpec:
         recipe = "\n".join(
             [RECIPE_VERSION, self.release, self.arch, self.variant, self.mirror, *sorted(self.packages)]
         )
+        if self.foreign_archs:  # (keeps the keys of existing tarballs)
+            recipe += "\nforeign:" + ",".join(sorted(self.foreign_archs))
         digest = hashlib.sha256(recipe.encode()).hexdigest()[:12]
         return f"{self.release}-{self.arch}-{self.variant}-{digest}"
 
@@ -140,6 +144,8 @@ def ensure_tarball(spec: ChrootSpec) -> Path:
                 box.root.mkdir()
                 _sh(["tar", "--numeric-owner", "-xzf", str(base), "-C", str(box.root)])
                 with box:
+                    for arch in spec.foreign_archs:
+                        box.run(["dpkg", "--add-architecture", arch])
                     box.run(["apt-get", "update", "-qq"])
                     box.run(
                         ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *spec.packages],
