@@ -163,11 +163,16 @@ def cross_compile_interpreter(arch: str, sources: Path, work: Path) -> None:
             box.copy_in(script, "/build/build-python.sh")
             CACHE_ROOT.mkdir(parents=True, exist_ok=True)
             box.bind(CACHE_ROOT, "/cache")
+            # The build Python only runs the build's own scripts (setup.py, freezing, compileall):
+            # any amd64 build of this interpreter (3.11) will do, the newest cached one first.
             box.run(
-                "set -e; /build/build-python.sh /build/sources /cache"
-                " && mv /opt/llm-tpu-appliance/python /opt/build-python"
-                f" && /build/build-python.sh --cross {arch} /build/sources /cache"
-                " /opt/build-python/bin/python3.11"
+                "set -e; mkdir /opt/build-python"
+                f"; built=$(ls -t /cache/python/python-{host_arch()}-*.tar.gz 2>/dev/null | head -1)"
+                '; if [ -n "$built" ]; then tar -xzf "$built" -C /opt/build-python'
+                "; else /build/build-python.sh /build/sources /cache"
+                " && rmdir /opt/build-python && mv /opt/llm-tpu-appliance/python /opt/build-python; fi"
+                "; /opt/build-python/bin/python3.11 -c 'import sys; assert sys.version_info[:2] == (3, 11)'"
+                f"; /build/build-python.sh --cross {arch} /build/sources /cache /opt/build-python/bin/python3.11"
             )
     finally:
         box.destroy()

@@ -115,9 +115,23 @@ configure=(--prefix="$PREFIX" --with-openssl="$PREFIX" --with-openssl-rpath=auto
   --with-system-ffi --with-system-expat --with-readline=editline
   --enable-loadable-sqlite-extensions --without-static-libpython)
 if [ "$MODE" = cross ]; then
-  # The target's answers that configure cannot find out by running a program; the arm64 -dev
-  # packages' pkg-config files; ensurepip needs the target interpreter (build-venv.sh runs it there).
-  printf 'ac_cv_file__dev_ptmx=yes\nac_cv_file__dev_ptc=no\n' >"$work/config.site"
+  # The target's answers that configure cannot find out by running a program (what a native run on
+  # aarch64 Linux with glibc 2.31 finds; configure's cross defaults are pessimistic or wrong: no
+  # time.tzset, no getaddrinfo, signed wchar_t), the arm64 -dev packages' pkg-config files;
+  # ensurepip needs the target interpreter (build-venv.sh runs it there).
+  cat >"$work/config.site" <<'SITE'
+ac_cv_file__dev_ptmx=yes
+ac_cv_file__dev_ptc=no
+ac_cv_buggy_getaddrinfo=no
+ac_cv_working_tzset=yes
+ac_cv_aligned_required=no
+ac_cv_broken_sem_getvalue=no
+ac_cv_wchar_t_signed=no
+ac_cv_pthread_system_supported=yes
+ac_cv_rshift_extends_sign=yes
+ac_cv_broken_nice=no
+ac_cv_x87_double_rounding=no
+SITE
   export CONFIG_SITE="$work/config.site" PKG_CONFIG=pkg-config
   export PKG_CONFIG_LIBDIR="/usr/lib/$HOST/pkgconfig:/usr/share/pkgconfig"
   configure+=(--build=x86_64-linux-gnu --host="$HOST" --with-build-python="$BUILD_PYTHON" --with-ensurepip=no)
