@@ -7,8 +7,15 @@ nothing of the host's apt state changes), unpack the cached Debian 11 build chro
 Build-Depends of debian/control), copy the working tree in (tracked and untracked, not ignored, files),
 run `dpkg-buildpackage -b` there with a clean environment, copy the .deb out, run lintian on the host.
 The build chroot, the built interpreter and pip's downloads are cached under $LLM_TPU_BUILD_CACHE
-(default /var/cache/llm-tpu-build), keyed on their inputs. arm64 runs the same chroot under
-qemu-user-static (binfmt registered for the build, restored afterwards). Needs root.
+(default /var/cache/llm-tpu-build), keyed on their inputs.
+
+arm64 (on an amd64 machine): OpenSSL and CPython are cross-compiled first in an amd64 Debian 11
+chroot (crossbuild-essential-arm64 and the arm64 multiarch -dev packages, glibc 2.31; the amd64 build
+of the same interpreter is the build Python), cached like the native build. Then dpkg-buildpackage
+runs natively in an arm64 Debian 11 chroot under qemu-user-static: only the fast steps run emulated
+(bundling the libraries, pip installing the pinned aarch64 wheels, packaging), and dh_shlibdeps
+reads the arm64 libc6 it links against. binfmt is registered for the build only, restored afterwards.
+Needs root.
 """
 
 from __future__ import annotations
@@ -129,6 +136,49 @@ class _DebVersion:
         )
 
 
+def cross_compile_interpreter(arch: str, sources: Path, work: Path) -> None:
+    """Cross-compile the bundled interpreter for ``arch`` into the cache, unless it is there already.
+
+    In an amd64 Debian 11 chroot: the amd64 interpreter (cached, or built now) becomes the build
+    Python, then build-python.sh --cross compiles OpenSSL and CPython with the ``arch`` cross
+    toolchain against that architecture's multiarch libraries (same glibc 2.31).
+    """
+    script = REPO / "debian/runtime/build-python.sh"
+    cached = [str(script), "--cached", arch, str(sources), str(CACHE_ROOT)]
+    if subprocess.run(cached, env={"PATH": SYSTEM_PATH}).returncode == 0:
+        log(f"{arch} interpreter: cached")
+        return
+    started = time.monotonic()
+    dev = [name for name in build_depends() if name.endswith("-dev")]
+    spec = ChrootSpec(
+        BUILD_RELEASE,
+        host_arch(),
+        (*build_depends(), f"crossbuild-essential-{arch}", *(f"{name}:{arch}" for name in dev)),
+        foreign_archs=(arch,),
+    )
+    box = Chroot.create(spec, work / "cross-root")
+    try:
+        with box:
+            box.copy_in(sources, "/build/sources")
+            box.copy_in(script, "/build/build-python.sh")
+            CACHE_ROOT.mkdir(parents=True, exist_ok=True)
+            box.bind(CACHE_ROOT, "/cache")
+            # The build Python only runs the build's own scripts (setup.py, freezing, compileall):
+            # any amd64 build of this interpreter (3.11) will do, the newest cached one first.
+            box.run(
+                "set -e; mkdir /opt/build-python"
+                f"; built=$(ls -t /cache/python/python-{host_arch()}-*.tar.gz 2>/dev/null | head -1)"
+                '; if [ -n "$built" ]; then tar -xzf "$built" -C /opt/build-python'
+                "; else /build/build-python.sh /build/sources /cache"
+                " && rmdir /opt/build-python && mv /opt/llm-tpu-appliance/python /opt/build-python; fi"
+                "; /opt/build-python/bin/python3.11 -c 'import sys; assert sys.version_info[:2] == (3, 11)'"
+                f"; /build/build-python.sh --cross {arch} /build/sources /cache /opt/build-python/bin/python3.11"
+            )
+    finally:
+        box.destroy()
+    log(f"{arch} interpreter cross-compiled in {time.monotonic() - started:.0f} s")
+
+
 def tree_files() -> list[str]:
     """The working tree as git sees it: tracked and untracked files, nothing ignored (no .venv, .cache)."""
     out = subprocess.run(
@@ -151,6 +201,8 @@ def build(arch: str, out: Path) -> Path:
         sources.mkdir()
         versions = fetch_sources(sources)
         log(f"sources: {versions}")
+        if foreign:
+            cross_compile_interpreter(arch, sources, work)
         binfmt = qemu_binfmt(arch) if foreign else contextlib.nullcontext()
         with binfmt:
             box = Chroot.create(spec, work / "root")

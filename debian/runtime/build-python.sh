@@ -5,32 +5,57 @@
 # chroot, so the result runs on glibc >= 2.31: Ubuntu 20.04 (the SE7/SM7/Airbox images), Debian 11, 12.
 #
 # Usage: build-python.sh SOURCES_DIR CACHE_DIR
+#        build-python.sh --cross ARCH SOURCES_DIR CACHE_DIR BUILD_PYTHON
+#        build-python.sh --cached ARCH SOURCES_DIR CACHE_DIR   (exit 0 when ARCH needs no compiling)
 #   SOURCES_DIR holds python3.11_*.orig.tar.gz, python3.11_*.debian.tar.xz and openssl_*.orig.tar.gz.
-#   CACHE_DIR/python/<key>.tar.gz caches the result; the key hashes this script and the source names,
-#   so a second build unpacks it in seconds instead of compiling for about 5 minutes.
+#   CACHE_DIR/python/python-<arch>-<key>.tar.gz caches the result; the key hashes this script, the
+#   source names and the architecture, so a second build unpacks it in seconds instead of compiling.
+#
+# arm64 is cross-compiled (--cross, on the amd64 build chroot with Debian's crossbuild-essential-arm64
+# and the arm64 multiarch -dev packages; BUILD_PYTHON is the amd64 build of this same interpreter),
+# which stores the compiled install as CACHE_DIR/python/compiled-arm64-<key>.tar.gz. The native run
+# in the arm64 chroot (under qemu-user) then only unpacks it and does the steps that need the target's
+# own tools and loader (bundling with ldd, strip, the import check): compiling OpenSSL and CPython
+# under emulation would take an hour or more.
 #
 # Every non-glibc library the interpreter and its extension modules need is copied next to it and
 # found through $ORIGIN RUNPATHs (set with patchelf): Debian 12 and Ubuntu 20.04 have other
 # sonames or versions (libffi.so.7, libsqlite3, libexpat, libncursesw...). GPL modules are left out
 # (readline: editline instead; _gdbm/_dbm: dbm.dumb remains), as is nis (libnsl, Kerberos).
 set -euo pipefail
+MODE=native
+case "${1:-}" in
+  --cross | --cached) MODE=${1#--}; ARCH=$2; shift 2 ;;
+  *) ARCH=$(dpkg --print-architecture) ;;
+esac
 SRC=$(realpath "$1")
 CACHE=$(realpath "$2")
 PREFIX=/opt/llm-tpu-appliance/python
-ARCH=$(dpkg --print-architecture)
+declare -A GNU_TYPE=([amd64]=x86_64-linux-gnu [arm64]=aarch64-linux-gnu)
+declare -A OPENSSL_TARGET=([amd64]=linux-x86_64 [arm64]=linux-aarch64)
 
 py_orig=$(ls "$SRC"/python3.11_*.orig.tar.gz)
 py_debian=$(ls "$SRC"/python3.11_*.debian.tar.xz)
 ssl_orig=$(ls "$SRC"/openssl_*.orig.tar.gz)
-key=$( (sha256sum "$0" | cut -d' ' -f1; basename -a "$py_orig" "$py_debian" "$ssl_orig"; echo "$ARCH") |
+key=$( (sha256sum "${BASH_SOURCE[0]}" | cut -d' ' -f1; basename -a "$py_orig" "$py_debian" "$ssl_orig"; echo "$ARCH") |
   sha256sum | cut -c1-16)
 tarball="$CACHE/python/python-$ARCH-$key.tar.gz"
+compiled="$CACHE/python/compiled-$ARCH-$key.tar.gz"
 
-if [ -f "$tarball" ]; then
+if [ "$MODE" = cached ]; then
+  [ -f "$tarball" ] || [ -f "$compiled" ]
+  exit
+fi
+if [ "$MODE" = native ] && [ -f "$tarball" ]; then
   echo "build-python: cached interpreter $tarball"
   rm -rf "$PREFIX" && mkdir -p "$PREFIX"
   tar -xzf "$tarball" -C "$PREFIX"
   exit 0
+fi
+if [ "$MODE" = cross ]; then
+  [ -f "$compiled" ] && { echo "build-python: cached cross-compiled $ARCH interpreter $compiled"; exit 0; }
+  BUILD_PYTHON=$3
+  HOST=${GNU_TYPE[$ARCH]}
 fi
 
 work=$(mktemp -d /tmp/build-python.XXXXXX)
@@ -39,6 +64,10 @@ jobs=$(nproc)
 rm -rf "$PREFIX"
 start=$SECONDS
 
+if [ "$MODE" = native ] && [ -f "$compiled" ]; then
+  echo "build-python: cross-compiled interpreter $compiled"
+  mkdir -p "$PREFIX" && tar -xzf "$compiled" -C "$PREFIX"
+else
 # --- OpenSSL 3.0 (upstream tarball; Debian's patches only adapt its packaging) ------------------
 # Cached on its own (its source and configure line), so that a change to the CPython steps below
 # does not rebuild it.
@@ -52,13 +81,19 @@ else
   (
     cd "$work"/openssl-*/
     # openssldir: the system's /usr/lib/ssl (certs -> /etc/ssl/certs from ca-certificates, openssl.cnf).
-    ./config "${ssl_config[@]}" >/dev/null
-    make -j"$jobs" >/dev/null
+    if [ "$MODE" = cross ]; then
+      ./Configure "${OPENSSL_TARGET[$ARCH]}" --cross-compile-prefix="$HOST-" "${ssl_config[@]}" >/dev/null
+    else
+      ./config "${ssl_config[@]}" >/dev/null
+    fi
+    # build_sw, not the default target: that also renders about 6,000 man and HTML pages with perl
+    # (1.25 of 4.9 CPU-minutes here) that install_sw never installs. Same installed files.
+    make -j"$jobs" build_sw >/dev/null
     make install_sw >/dev/null
   )
   mkdir -p "$CACHE/python"
   tar -czf "$ssl_tarball.tmp" -C "$PREFIX" . && mv "$ssl_tarball.tmp" "$ssl_tarball"
-  echo "build-python: OpenSSL built in $((SECONDS - start)) s"
+  echo "build-python: OpenSSL ($ARCH) built in $((SECONDS - start)) s"
 fi
 
 # --- CPython 3.11 ----------------------------------------------------------------------------------
@@ -78,12 +113,48 @@ done
 grep -q "Extension('pyexpat', sources=\['pyexpat.c'\])" setup.py
 sed -i "s/Extension('pyexpat', sources=\['pyexpat.c'\])/Extension('pyexpat', sources=['pyexpat.c'], define_macros=[('Py_BUILD_CORE_MODULE', '1')])/" \
   setup.py
-./configure --prefix="$PREFIX" --with-openssl="$PREFIX" --with-openssl-rpath=auto \
-  --with-ensurepip=install --with-system-ffi --with-system-expat --with-readline=editline \
-  --enable-loadable-sqlite-extensions --without-static-libpython >/dev/null
+configure=(--prefix="$PREFIX" --with-openssl="$PREFIX" --with-openssl-rpath=auto
+  --with-system-ffi --with-system-expat --with-readline=editline
+  --enable-loadable-sqlite-extensions --without-static-libpython)
+if [ "$MODE" = cross ]; then
+  # The target's answers that configure cannot find out by running a program (what a native run on
+  # aarch64 Linux with glibc 2.31 finds; configure's cross defaults are pessimistic or wrong: no
+  # time.tzset, no getaddrinfo, signed wchar_t), the arm64 -dev packages' pkg-config files;
+  # ensurepip needs the target interpreter (build-venv.sh runs it there).
+  cat >"$work/config.site" <<'SITE'
+ac_cv_file__dev_ptmx=yes
+ac_cv_file__dev_ptc=no
+ac_cv_buggy_getaddrinfo=no
+ac_cv_working_tzset=yes
+ac_cv_aligned_required=no
+ac_cv_broken_sem_getvalue=no
+ac_cv_wchar_t_signed=no
+ac_cv_pthread_system_supported=yes
+ac_cv_rshift_extends_sign=yes
+ac_cv_broken_nice=no
+ac_cv_x87_double_rounding=no
+SITE
+  export CONFIG_SITE="$work/config.site" PKG_CONFIG=pkg-config
+  export PKG_CONFIG_LIBDIR="/usr/lib/$HOST/pkgconfig:/usr/share/pkgconfig"
+  configure+=(--build=x86_64-linux-gnu --host="$HOST" --with-build-python="$BUILD_PYTHON" --with-ensurepip=no)
+else
+  configure+=(--with-ensurepip=install)
+fi
+./configure "${configure[@]}" >/dev/null
 make -j"$jobs" >/dev/null 2>"$work/make.log" || { tail -50 "$work/make.log" >&2; exit 1; }
 make install >/dev/null 2>>"$work/make.log" || { tail -50 "$work/make.log" >&2; exit 1; }
-echo "build-python: CPython built in $((SECONDS - start)) s"
+echo "build-python: CPython ($ARCH) built in $((SECONDS - start)) s"
+if [ "$MODE" = cross ]; then
+  # The compiler recorded for building extensions on the target is the target's own gcc.
+  sed -i "s/\b$HOST-\(gcc\|g++\|c++\|ar\|readelf\)\b/\1/g" \
+    "$PREFIX"/lib/python3.11/_sysconfigdata_*.py "$PREFIX"/lib/python3.11/config-3.11-*/Makefile \
+    "$PREFIX"/bin/python3.11-config
+  mkdir -p "$CACHE/python"
+  tar -czf "$compiled.tmp" -C "$PREFIX" . && mv "$compiled.tmp" "$compiled"
+  echo "build-python: cross-compiled $ARCH interpreter cached as $compiled"
+  exit 0
+fi
+fi
 
 py="$PREFIX/bin/python3.11"
 dynload="$PREFIX/lib/python3.11/lib-dynload"

@@ -1,6 +1,6 @@
 """The Debian package, for real: a signed apt repository, clean minbase chroots of Debian 11 and 12.
 
-Per release: add the repository made by `make repo` (signature checked by apt), `apt-get install
+Per release: add the signed repository in dist/repo (signature checked by apt), `apt-get install
 llm-tpu-appliance`, run the CLI, start the installed service the way its unit does (no systemd as
 PID 1 in a chroot: the unit's ExecStart under systemd-socket-activate, with NOTIFY_SOCKET, as the
 unit's user) and chat with it over /run/llm-tpu/llm.sock with curl; a broken conffile and a missing
@@ -8,7 +8,7 @@ model; `systemd-analyze verify` on the installed units; upgrade to a higher vers
 repacked with a new version: the maintainer scripts and conffile handling are what an upgrade
 exercises); remove keeps configuration and models; purge leaves no file behind.
 
-Needs root and the artifacts of `make repo` (dist/*.deb, dist/repo); `make package-test` makes them.
+Needs root and dist/*.deb with the repository dist/repo; `make package-test` makes them.
 The chroots come from tests/support/debian_chroot.py (cached tarballs).
 """
 
@@ -53,7 +53,7 @@ def _deb(arch: str = "amd64") -> Path:
     debs = sorted(DIST.glob(f"{PACKAGE}_*_{arch}.deb"), key=lambda p: p.stat().st_mtime)
     if not debs or not (DIST / "repo/dists/stable/InRelease").exists():
         pytest.fail(
-            "no package or repository in dist/: run `make package-test` (it runs make deb and make repo)"
+            "no package or repository in dist/: run `make package-test` (it builds the amd64 package and its signed repository)"
         )
     return debs[-1]
 

@@ -4,7 +4,7 @@ Each box is its own Debian root filesystem with its own fake board (tests/suppor
 two SE7 16 GB (Debian 12) and one SM7 (Debian 11). Ansible reaches them through community.general's
 chroot connection: no daemons, keys or ports to manage, and a module runs in the box exactly as it would
 over SSH (copied in, run by the box's python3). The package is the real one: the SE7 group installs it
-from the signed apt repository of `make repo` (served over HTTP on 127.0.0.1), the SM7 group from the
+from the signed apt repository of `make package-test` (served over HTTP on 127.0.0.1), the SM7 group from the
 .deb of `make deb`.
 
 The reboot cannot happen in a chroot: the tests set ``llm_tpu_appliance_reboot_command`` to

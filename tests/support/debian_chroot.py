@@ -85,6 +85,8 @@ class ChrootSpec:
     packages: tuple[str, ...] = ()
     variant: str = "minbase"
     mirror: str = MIRROR
+    # More architectures for dpkg (multiarch), before ``packages`` are installed: ``name:arm64``.
+    foreign_archs: tuple[str, ...] = ()
 
     @property
     def foreign(self) -> bool:
@@ -94,6 +96,8 @@ class ChrootSpec:
         recipe = "\n".join(
             [RECIPE_VERSION, self.release, self.arch, self.variant, self.mirror, *sorted(self.packages)]
         )
+        if self.foreign_archs:  # (keeps the keys of existing tarballs)
+            recipe += "\nforeign:" + ",".join(sorted(self.foreign_archs))
         digest = hashlib.sha256(recipe.encode()).hexdigest()[:12]
         return f"{self.release}-{self.arch}-{self.variant}-{digest}"
 
@@ -139,7 +143,10 @@ def ensure_tarball(spec: ChrootSpec) -> Path:
                 base = ensure_tarball(spec.base())
                 box.root.mkdir()
                 _sh(["tar", "--numeric-owner", "-xzf", str(base), "-C", str(box.root)])
-                with box:
+                emulated = qemu_binfmt(spec.arch) if spec.foreign else contextlib.nullcontext()
+                with emulated, box:
+                    for arch in spec.foreign_archs:
+                        box.run(["dpkg", "--add-architecture", arch])
                     box.run(["apt-get", "update", "-qq"])
                     box.run(
                         ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *spec.packages],
@@ -333,9 +340,24 @@ class Chroot:
         return inside
 
 
+_BINFMT_USERS: dict[str, int] = {}
+
+
 @contextlib.contextmanager
 def qemu_binfmt(arch: str) -> Iterator[None]:
-    """Register qemu-user-static for ``arch`` for the duration; restore the binfmt table afterwards."""
+    """Register qemu-user-static for ``arch`` for the duration; restore the binfmt table afterwards.
+
+    Shared between processes (a build and a test may overlap): each user holds a shared lock while it
+    runs; the last one out undoes what the first one in changed (recorded in a marker file), and a
+    registration that was there before any of them is left alone.
+    """
+    if _BINFMT_USERS.get(arch):  # nested in this process: the outer block holds the registration
+        _BINFMT_USERS[arch] += 1
+        try:
+            yield
+        finally:
+            _BINFMT_USERS[arch] -= 1
+        return
     name = f"qemu-{QEMU_ARCH[arch]}"
     if not (Path(f"/usr/bin/{name}-static").exists() and shutil.which("update-binfmts", path=SYSTEM_PATH)):
         _log("installing qemu-user-static and binfmt-support (Debian packages)")
@@ -351,22 +373,42 @@ def qemu_binfmt(arch: str) -> Iterator[None]:
             ]
         )
     binfmt = Path("/proc/sys/fs/binfmt_misc")
-    mounted_here = False
-    if not (binfmt / "register").exists():
-        _sh(["mount", "-t", "binfmt_misc", "binfmt_misc", str(binfmt)])
-        mounted_here = True
-    enabled_here = False
-    entry = binfmt / name
-    if not (entry.exists() and entry.read_text().startswith("enabled")):
-        _sh(["update-binfmts", "--enable", name])
-        enabled_here = True
-    try:
-        yield
-    finally:
-        if enabled_here:
-            subprocess.run(["update-binfmts", "--disable", name], capture_output=True)
-        if mounted_here:
-            subprocess.run(["umount", str(binfmt)], capture_output=True)
+    locks = CACHE_ROOT / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    marker = locks / f"binfmt-{arch}.changed"
+    # setup: held briefly while the table is changed; users: held shared while emulation is in use.
+    with (
+        open(locks / f"binfmt-{arch}.setup.lock", "w") as setup,
+        open(locks / f"binfmt-{arch}.users.lock", "w") as users,
+    ):
+        fcntl.flock(setup, fcntl.LOCK_EX)
+        changed = set(marker.read_text().split()) if marker.exists() else set()
+        if not (binfmt / "register").exists():
+            _sh(["mount", "-t", "binfmt_misc", "binfmt_misc", str(binfmt)])
+            changed.add("mounted")
+        entry = binfmt / name
+        if not (entry.exists() and entry.read_text().startswith("enabled")):
+            _sh(["update-binfmts", "--enable", name])
+            changed.add("enabled")
+        marker.write_text(" ".join(sorted(changed)))
+        fcntl.flock(users, fcntl.LOCK_SH)
+        fcntl.flock(setup, fcntl.LOCK_UN)
+        _BINFMT_USERS[arch] = 1
+        try:
+            yield
+        finally:
+            _BINFMT_USERS[arch] = 0
+            fcntl.flock(setup, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return  # another user still runs: the last one out restores
+            changed = set(marker.read_text().split()) if marker.exists() else set()
+            if "enabled" in changed:
+                subprocess.run(["update-binfmts", "--disable", name], capture_output=True)
+            if "mounted" in changed:
+                subprocess.run(["umount", str(binfmt)], capture_output=True)
+            marker.unlink(missing_ok=True)
 
 
 def main(argv: Sequence[str]) -> int:
