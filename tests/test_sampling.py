@@ -47,7 +47,7 @@ def test_repetition_penalty_vendor_semantics() -> None:
     assert out[6] == pytest.approx(-2.0)  # negative: multiplied
     assert out[1] == LOGITS[1]
     # the penalty can change the greedy choice; only the recent window counts
-    s = Sampler(GenerationOptions(repetition_penalty=3.0, repeat_last_n=2))
+    s = Sampler(GenerationOptions(temperature=0.0, repetition_penalty=3.0, repeat_last_n=2))
     assert s.from_logits(LOGITS, [0, 5, 5]) == 0  # 0 is outside the last 2
     assert s.from_logits(LOGITS, [5, 0]) == 1
 
