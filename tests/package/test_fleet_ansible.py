@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import http.server
 import json
 import shutil
@@ -81,6 +82,10 @@ SM7_VARS: dict[str, Any] = {
     "llm_tpu_appliance_config_board": {"provisioning": {"vpu_reserve_mib": 256}},
 }
 SM7_PINNED = {"npu": 3200, "vpu": 1024, "vpp": 1024}
+# The model every box pulls (the models phase): a bmodel served over HTTP like a fleet's model mirror,
+# with the tokenizer each box already holds, verified by its sha256.
+FLEET_MODEL = REPO / "tests/fixtures/tiny-qwen2/tiny-qwen2_bf16_seq64_1dev_sample.bmodel"
+FLEET_MODEL_SHA256 = hashlib.sha256(FLEET_MODEL.read_bytes()).hexdigest()
 
 
 @dataclass
@@ -93,11 +98,22 @@ class Run:
 
 
 class Fleet:
-    def __init__(self, tmp: Path, boxes: list[FleetBox], deb: Path, repo_url: str, repo_key: Path) -> None:
+    def __init__(
+        self, tmp: Path, boxes: list[FleetBox], deb: Path, repo_url: str, repo_key: Path, models_url: str
+    ) -> None:
         self.tmp, self.boxes, self.deb = tmp, boxes, deb
-        self.repo_url, self.repo_key = repo_url, repo_key
+        self.repo_url, self.repo_key, self.models_url = repo_url, repo_key, models_url
         self.host_vars: dict[str, dict[str, Any]] = {b.name: {} for b in boxes}
         self.fleet_vars = json.loads(json.dumps(FLEET_VARS))
+        self.fleet_vars["llm_tpu_appliance_models"] = [self.model_entry("tiny-fleet", FLEET_MODEL_SHA256)]
+
+    def model_entry(self, name: str, sha256: str) -> dict[str, str]:
+        return {
+            "name": name,
+            "ref": f"{self.models_url}/{FLEET_MODEL.name}",
+            "sha256": sha256,
+            "tokenizer": "/srv/tiny-qwen2/hf",
+        }
         self.runs = 0
 
     def box(self, name: str) -> FleetBox:
@@ -174,7 +190,8 @@ def package_depends(deb: Path) -> tuple[str, ...]:
 
 @contextlib.contextmanager
 def serve_directory(root: Path) -> Iterator[str]:
-    """The signed apt repository over HTTP on 127.0.0.1, as a fleet's boxes would reach it."""
+    """A directory over HTTP on 127.0.0.1 (the signed apt repository, the model mirror), as a fleet's
+    boxes would reach it."""
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.RequestHandlerClass.log_message = lambda *a: None  # type: ignore[method-assign]
@@ -195,8 +212,11 @@ def fleet() -> Iterator[Fleet]:
     tmp = Path(tempfile.mkdtemp(prefix="llm-tpu-fleet-", dir="/var/tmp"))
     (tmp / "home").mkdir()
     boxes: list[FleetBox] = []
+    mirror = tmp / "model-mirror"
+    mirror.mkdir()
+    shutil.copy2(FLEET_MODEL, mirror / FLEET_MODEL.name)
     try:
-        with serve_directory(repo) as url:
+        with serve_directory(repo) as url, serve_directory(mirror) as models_url:
             boxes.append(make_box(tmp / "se7-a", "se7-a", "se7_16g", extra_packages=depends))
             # already runs a layout that holds the SE7 group's model: nothing to stage there
             boxes.append(
@@ -216,7 +236,7 @@ def fleet() -> Iterator[Fleet]:
                     extra_packages=depends,
                 )
             )
-            yield Fleet(tmp, boxes, deb, url, repo / "llm-tpu-appliance.gpg")
+            yield Fleet(tmp, boxes, deb, url, repo / "llm-tpu-appliance.gpg", models_url)
     finally:
         for b in boxes:
             b.destroy()
@@ -258,6 +278,11 @@ def test_first_run_installs_configures_stages_and_reboots_where_needed(fleet: Fl
         )
         # the conffile is the package's, untouched (dpkg --verify lists modified files)
         assert box.run("dpkg", "--verify", "llm-tpu-appliance").stdout == ""
+        # the models phase: pulled from the mirror, verified, installed with the box's tokenizer
+        info = json.loads(box.run("/usr/bin/llm-tpu", "models", "info", "tiny-fleet", "--json").stdout)
+        weights = [f for f in info["files"] if f["role"] == "weights"]
+        assert [f["sha256"] for f in weights] == [FLEET_MODEL_SHA256], info
+        assert box.path("/var/lib/llm-tpu/models/tiny-fleet/token_config/tokenizer.json").is_file()
     records = run.summary["hosts"]
     # se7-a: factory layout, the 3500 MiB allocation fits no heap -> staged, rebooted, verified
     ra = records["se7-a"]
@@ -428,3 +453,20 @@ def test_pull_mode_units_run_ansible_pull_once_at_a_time(fleet: Fleet) -> None:
     assert first.wait(timeout=30) == 0
     assert box.path("/var/log/ansible-pull-runs").read_text() == "run\n"
     stand_in.unlink()
+
+
+def test_model_with_another_checksum_fails_its_box_and_installs_nothing(fleet: Fleet) -> None:
+    """A mirror serving other bytes than the inventory's sha256 fails that box with the checksum message;
+    the model is not installed, the other boxes are untouched, and a later run does not reinstall."""
+    bad = "0" * 64
+    fleet.host_vars["sm7-a"] = {"llm_tpu_appliance_models": [fleet.model_entry("tiny-mirror-bad", bad)]}
+    run = fleet.play("--tags", "models")
+    fleet.host_vars["sm7-a"] = {}
+    assert run.rc == 2, run.stdout[-3000:]
+    assert run.recap["sm7-a"]["failed"] == 1
+    assert run.recap["se7-a"]["failed"] == run.recap["se7-b"]["failed"] == 0
+    assert run.recap["se7-a"]["changed"] == run.recap["se7-b"]["changed"] == 0  # tiny-fleet is there
+    assert f"does not match the expected {bad}" in run.stdout
+    sm7 = fleet.box("sm7-a")
+    assert not sm7.path("/var/lib/llm-tpu/models/tiny-mirror-bad").exists()
+    assert "tiny-mirror-bad" not in sm7.run("/usr/bin/llm-tpu", "models", "list").stdout
