@@ -453,6 +453,58 @@ def test_pull_mode_units_run_ansible_pull_once_at_a_time(fleet: Fleet) -> None:
     assert first.wait(timeout=30) == 0
     assert box.path("/var/log/ansible-pull-runs").read_text() == "run\n"
     stand_in.unlink()
+    real_ansible_pull_honours_the_unit_command(exec_start, fleet.tmp / "pull")
+
+
+def real_ansible_pull_honours_the_unit_command(exec_start: str, tmp: Path) -> None:
+    """The unit's command line with the real ansible-pull (the controller's, from PyPI) and git, on a
+    local repository whose playbook only counts its runs: the first pull applies it, a pull with nothing
+    new does not (--only-if-changed), a new commit is applied again. Only paths are swapped: the
+    ansible-pull binary, the lock and checkout directory, the repository URL."""
+    origin, checkout, count = tmp / "fleet.git", tmp / "checkout", tmp / "runs"
+    (origin / "inventory/fleet").mkdir(parents=True)
+    (origin / "inventory/fleet/hosts.yml").write_text(
+        yaml.safe_dump({"all": {"hosts": {"localhost": {"ansible_connection": "local"}}}})
+    )
+    play = [
+        {
+            "name": "count",
+            "hosts": "all",
+            "gather_facts": False,
+            "tasks": [{"ansible.builtin.shell": f"echo run >> {count}"}],
+        }
+    ]
+    (origin / "site.yml").write_text(yaml.safe_dump(play))
+    git = ["git", "-C", str(origin), "-c", "user.name=fleet", "-c", "user.email=fleet@example.invalid"]
+    subprocess.run(["git", "init", "-q", "-b", "main", str(origin)], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "fleet"], check=True)
+    argv = exec_start.split()
+    argv[argv.index("/usr/bin/ansible-pull")] = str(VENV_BIN / "ansible-pull")
+    argv[argv.index("/run/llm-tpu-fleet-pull.lock")] = str(tmp / "pull.lock")
+    argv[argv.index("--url") + 1] = str(origin)
+    argv[argv.index("--directory") + 1] = str(checkout)
+    env = {
+        "PATH": f"{VENV_BIN}:/usr/bin:/bin",
+        "HOME": str(tmp),
+        "LC_ALL": "C.UTF-8",
+        "ANSIBLE_LOCAL_TEMP": str(tmp / "ansible-tmp"),
+    }
+
+    def pull() -> str:
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        return proc.stdout
+
+    pull()
+    assert count.read_text() == "run\n"
+    assert "Repository has not changed, quitting" in pull()
+    assert count.read_text() == "run\n"
+    (origin / "README").write_text("a change\n")
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "change"], check=True)
+    pull()
+    assert count.read_text() == "run\nrun\n"
 
 
 def test_model_with_another_checksum_fails_its_box_and_installs_nothing(fleet: Fleet) -> None:
