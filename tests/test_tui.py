@@ -111,7 +111,7 @@ async def test_escape_stops_the_answer_keeps_it_and_the_next_message_works(servi
             await pilot.press("escape")
             await until(pilot, lambda: not app.answering)
             assert len(app.history) == 2 and len(app.history[1].content) > 5
-            assert "(stopped)" in str(answer_views(app)[0].note.render())
+            assert "(interrupted: stopped with Esc)" in str(answer_views(app)[0].note.render())
             # Closing the stream cancelled the generation on the service.
             await until(pilot, lambda: not service.runner.scheduler.busy, timeout=3)
             service.engine.step_delay_s = 0.0

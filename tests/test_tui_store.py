@@ -43,7 +43,9 @@ def test_a_version_1_file_is_migrated_to_the_latest_and_keeps_its_chats(tmp_path
     assert ChatStore(path).setting("theme") == "nord"  # reopening applies nothing twice
 
 
-def test_a_failed_migration_leaves_the_previous_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_migration_leaves_the_previous_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     db = sqlite3.connect(tmp_path / "c.sqlite3", isolation_level=None)
     migrate(db, target=1)
 
@@ -103,4 +105,6 @@ def test_greedy_overrides_sampling_and_bad_values_name_the_field() -> None:
         params_from_form({"top_p": "lots"}, greedy=False)
     with pytest.raises(InvalidRequest, match="top_p must be in"):
         params_from_form({"top_p": "2"}, greedy=False)
-    assert params_from_form({"system": " hi ", "top_k": "40"}, greedy=False) == ChatParams(system="hi", top_k=40)
+    assert params_from_form({"system": " hi ", "top_k": "40"}, greedy=False) == ChatParams(
+        system="hi", top_k=40
+    )

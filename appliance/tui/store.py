@@ -83,12 +83,17 @@ class ChatParams:
         if self.greedy:
             g = given.greedy()
             values.update(
-                temperature=g.temperature, top_k=g.top_k, top_p=g.top_p, repetition_penalty=g.repetition_penalty
+                temperature=g.temperature,
+                top_k=g.top_k,
+                top_p=g.top_p,
+                repetition_penalty=g.repetition_penalty,
             )
         return ollama_options(values)
 
     def to_json(self) -> str:
-        return json.dumps({k: v for k, v in dataclasses.asdict(self).items() if k != "system"}, sort_keys=True)
+        return json.dumps(
+            {k: v for k, v in dataclasses.asdict(self).items() if k != "system"}, sort_keys=True
+        )
 
     @classmethod
     def from_row(cls, system: str, params_json: str) -> ChatParams:
@@ -203,9 +208,10 @@ class ChatStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if str(path) != ":memory:":  # a throwaway store (benchmarks, tests)
+                self.path.parent.mkdir(parents=True, exist_ok=True)
             # autocommit mode: transactions are explicit (_transaction), schema changes included
-            self._db = sqlite3.connect(self.path, isolation_level=None)
+            self._db = sqlite3.connect(str(path), isolation_level=None)
             self._db.execute("PRAGMA foreign_keys = ON")
             migrate(self._db)
         except sqlite3.Error as exc:
@@ -238,7 +244,9 @@ class ChatStore:
 
     def _chat(self, row: tuple[Any, ...]) -> Chat:
         chat_id, title, system, params, created, updated = row
-        return Chat(int(chat_id), str(title), ChatParams.from_row(system, params), float(created), float(updated))
+        return Chat(
+            int(chat_id), str(title), ChatParams.from_row(system, params), float(created), float(updated)
+        )
 
     def chats(self) -> list[Chat]:
         """All chats, the most recently used first."""
