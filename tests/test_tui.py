@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ParamSpec
 
 import pytest
 from support.service import (
@@ -24,58 +21,18 @@ from support.service import (
     wait_healthy,
     write_config,
 )
-from textual.pilot import Pilot
+from support.tui_pilot import answer_views, app_for, errors, run_async, send, until
 
-from appliance.client import AsyncServiceClient, ServiceClient
+from appliance.client import ServiceClient
 from appliance.generation.types import Message
-from appliance.tui import ChatApp
-from appliance.tui.widgets import MessageView
 
 SCRIPT = "The quick brown fox jumps over the lazy dog. "
-P = ParamSpec("P")
-
-
-def run_async(fn: Callable[P, Coroutine[Any, Any, None]]) -> Callable[P, None]:
-    """Run an async test on a fresh event loop (Textual's run_test needs one; no pytest plugin needed)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
-        asyncio.run(fn(*args, **kwargs))
-
-    return wrapper
 
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessService]:
     with in_process(tmp_path_factory.mktemp("tui"), model={"scripted": {"text": SCRIPT}}) as svc:
         yield svc
-
-
-async def until(pilot: Pilot[None], cond: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        await pilot.pause(0.02)
-
-
-async def send(pilot: Pilot[None], text: str) -> None:
-    await pilot.click("PromptInput")
-    await pilot.press(*text)
-    await pilot.press("enter")
-
-
-def errors(app: ChatApp) -> list[str]:
-    return [f"{n.title}: {n.message}" for n in app._notifications if n.severity == "error"]
-
-
-def answer_views(app: ChatApp) -> list[MessageView]:
-    return [v for v in app.messages.views if v.role == "assistant"]
-
-
-def app_for(socket: str | Path, max_tokens: int, retry_s: float = 0.1) -> ChatApp:
-    client = AsyncServiceClient.for_socket(socket, timeout=30)
-    return ChatApp(client, options={"num_predict": max_tokens}, retry_interval_s=retry_s)
 
 
 @run_async
@@ -175,7 +132,10 @@ async def test_service_killed_mid_answer_then_back(tmp_path: Path) -> None:
             await until(pilot, lambda: not app.answering)
             assert any("broke mid-answer" in e for e in errors(app))
             assert len(app.history) == 2 and app.history[1].content  # the conversation is kept
-            assert "(interrupted" in str(answer_views(app)[0].note.render())
+            assert "(interrupted: the service went away)" in str(answer_views(app)[0].note.render())
+            stored = app.store.messages(app.chat.id)  # saved as shown, with its note
+            assert [m.content for m in stored] == [m.content for m in app.history]
+            assert stored[1].note == "(interrupted: the service went away)"
             await until(pilot, lambda: app.status.state == "service not running")
             fast = tmp_path / "fast"
             fast.mkdir()

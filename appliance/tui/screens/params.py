@@ -35,7 +35,6 @@ def _text(value: float | int | None) -> str:
 class ParamsScreen(ModalScreen[ChatParams | None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", "Cancel", show=False),
-        Binding("ctrl+s", "save", "Save", show=False),
     ]
 
     def __init__(self, title: str, params: ChatParams, greedy_only: bool = False) -> None:
