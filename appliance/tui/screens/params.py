@@ -47,19 +47,23 @@ class ParamsScreen(ModalScreen[ChatParams | None]):
         with Vertical(classes="dialog", id="params"):
             yield Static(f"Parameters of “{self.chat_title}”", classes="title")
             yield Label("System prompt")
-            yield TextArea(self.params.system, id="system", soft_wrap=True, show_line_numbers=False)
+            yield TextArea(
+                self.params.system, id="system", soft_wrap=True, show_line_numbers=False, compact=True
+            )
             with Grid(id="fields"):
                 for name, label, placeholder in FIELDS:
                     yield Label(label)
-                    yield Input(_text(getattr(self.params, name)), placeholder=placeholder, id=name)
+                    yield Input(
+                        _text(getattr(self.params, name)), placeholder=placeholder, id=name, compact=True
+                    )
                 yield Label("greedy")
                 yield Switch(self.params.greedy, id="greedy")
             if self.greedy_only:
                 yield Static("This model's bmodel decodes greedily whatever these say.", classes="note")
             yield Static("", id="problem")
             with Horizontal(classes="buttons"):
-                yield Button("Save", variant="primary", id="save")
-                yield Button("Cancel", id="cancel")
+                yield Button("Save", variant="primary", id="save", compact=True)
+                yield Button("Cancel", id="cancel", compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#system", TextArea).focus()
