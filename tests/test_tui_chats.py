@@ -290,3 +290,20 @@ def test_keymap_file_errors_say_what_and_where(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_keymap(path, actions)
     assert err.value.hint and "regenerate" in err.value.hint  # the hint lists the real ids
+
+
+@run_async
+async def test_a_notice_when_old_turns_were_left_out_to_fit(service: InProcessService, tmp_path: Path) -> None:
+    store = ChatStore(tmp_path / "c.sqlite3")
+    chat = store.create_chat("Long")
+    long_text = "apple banana cherry " * 700  # thousands of tokens: two turns exceed the 4096 context
+    for _ in range(2):
+        store.add_message(chat.id, "user", long_text)
+        store.add_message(chat.id, "assistant", long_text)
+    app = app_for(service.socket, 4, store=store)
+    async with app.run_test() as pilot:
+        await until(pilot, lambda: app.ready)
+        await send(pilot, "Summary?")
+        await until(pilot, lambda: len(app.history) == 6)
+        assert any(n.startswith("history trimmed: ") and "left out" in n for n in notes(app))
+        assert len(app.store.messages(chat.id)) == 6  # the chat itself keeps everything
