@@ -3,7 +3,7 @@
 
     keys:
       regenerate: ctrl+r          # an action's id: one key, or several separated by commas
-      copy_code: "ctrl+g,f7"
+      copy_answer: "f10,ctrl+o"
 
 The ids are those the help screen (F1) lists. An unknown id, a key Textual does not know, or a file
 that is not YAML is a ConfigError saying what was wrong and where; nothing starts half-configured.
