@@ -25,6 +25,7 @@ from support.tui_pilot import answer_views, app_for, errors, run_async, send, un
 
 from appliance.client import ServiceClient
 from appliance.generation.types import Message
+from appliance.tui import ChatStore
 
 SCRIPT = "The quick brown fox jumps over the lazy dog. "
 
@@ -164,7 +165,8 @@ def test_llm_tpu_chat_in_a_terminal_starts_and_stops_its_own_service(tmp_path: P
     session = f"llm-tpu-test-{os.getpid()}"
     rc_file = tmp_path / "rc"
     command = (
-        f"env XDG_RUNTIME_DIR={runtime} LLM_TPU_SOCKET={tmp_path / 'none.sock'} "
+        f"env XDG_RUNTIME_DIR={runtime} XDG_DATA_HOME={tmp_path / 'data'} XDG_CONFIG_HOME={tmp_path / 'cfg'} "
+        f"LLM_TPU_SOCKET={tmp_path / 'none.sock'} "
         f"{LLM_TPU} chat --config {config} -n 6; echo $? > {rc_file}; sleep 30"
     )
     _tmux("new-session", "-d", "-s", session, "-x", "100", "-y", "30", command)
@@ -193,6 +195,10 @@ def test_llm_tpu_chat_in_a_terminal_starts_and_stops_its_own_service(tmp_path: P
             time.sleep(0.1)
         assert rc_file.read_text().strip() == "0"
         assert list(runtime.iterdir()) == []  # the child was stopped and its directory removed
+        (chat,) = ChatStore(
+            tmp_path / "data" / "llm-tpu" / "chats.sqlite3"
+        ).chats()  # saved under XDG_DATA_HOME
+        assert chat.title == "Hi, Ada!"
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
 
