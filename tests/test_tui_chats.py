@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import re
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -310,3 +311,23 @@ async def test_a_notice_when_old_turns_were_left_out_to_fit(
         await until(pilot, lambda: len(app.history) == 6)
         assert any(n.startswith("history trimmed: ") and "left out" in n for n in notes(app))
         assert len(app.store.messages(chat.id)) == 6  # the chat itself keeps everything
+
+
+@run_async
+async def test_a_store_another_process_holds_is_a_notice_and_the_chat_goes_on(
+    service: InProcessService, tmp_path: Path
+) -> None:
+    path = tmp_path / "c.sqlite3"
+    app = app_for(service.socket, 4, store=ChatStore(path, busy_timeout_s=0.1))
+    holder = sqlite3.connect(path, isolation_level=None)
+    async with app.run_test() as pilot:
+        await until(pilot, lambda: app.ready)
+        holder.execute("BEGIN IMMEDIATE")  # another llm-tpu chat in the middle of a write
+        await send(pilot, "Hello")
+        await until(pilot, lambda: len(app.history) == 2)
+        assert any("was not saved" in e and "database is locked" in e for e in errors(app))
+        assert app.is_running and app.history[1].content  # answered anyway, kept in memory
+        holder.execute("ROLLBACK")
+        await send(pilot, "Again")
+        await until(pilot, lambda: len(app.history) == 4)
+        assert [m.content for m in app.store.messages(app.chat.id)] == ["Again", app.history[3].content]

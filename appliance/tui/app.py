@@ -18,10 +18,11 @@ that reads the answer, which closes the connection (the service drops the reques
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from textual import on, work
 from textual.app import App, ComposeResult
@@ -48,6 +49,7 @@ from appliance.tui.widgets import ChatList, MessageList, MessageView, PromptInpu
 
 __all__ = ["ChatApp"]
 
+T = TypeVar("T")
 NEW_TITLE = "New chat"
 _CODE_BLOCK = re.compile(r"```[^\n]*\n(.*?)```", re.DOTALL)
 
@@ -172,10 +174,19 @@ class ChatApp(App[None]):
         self.watch_service()
 
     def _save_theme(self, theme: Any) -> None:
-        self.store.set_setting("theme", str(getattr(theme, "name", theme)))
+        self._saving("the theme", lambda: self.store.set_setting("theme", str(getattr(theme, "name", theme))))
 
     def error(self, err: ApplianceError, title: str = "error") -> None:
         self.notify(err.message + (f"\n{err.hint}" if err.hint else ""), title=title, severity="error")
+
+    def _saving(self, what: str, write: Callable[[], T]) -> T | None:
+        """A write to the store; when it fails (disk full, another process holding the file) the chat
+        goes on in memory and a notification says what was not saved."""
+        try:
+            return write()
+        except ApplianceError as err:
+            self.error(err, f"{what} was not saved")
+            return None
 
     # -- the service's state -----------------------------------------------------------------------
     @work(exclusive=True, group="health", exit_on_error=False)
@@ -273,7 +284,10 @@ class ChatApp(App[None]):
         self.prompt.value = ""
         self._add_to_history("user", text)
         if self.chat.title == NEW_TITLE and len(self.history) == 1:
-            self.chat = self.store.rename(self.chat.id, _title_from(text))
+            self.chat = (
+                self._saving("the title", lambda: self.store.rename(self.chat.id, _title_from(text)))
+                or self.chat
+            )
             self.refresh_chat_list()
         user_view = await self.messages.add("user", text)
         answer_view = await self.messages.add("assistant")
@@ -281,10 +295,15 @@ class ChatApp(App[None]):
 
     def _add_to_history(self, role: str, text: str, note: str = "") -> None:
         self.history.append(Message(role, text))  # type: ignore[arg-type]
-        self._message_ids.append(self.store.add_message(self.chat.id, role, text, note).id)
+        stored = self._saving(
+            f"the {role}'s message", lambda: self.store.add_message(self.chat.id, role, text, note)
+        )
+        self._message_ids.append(stored.id if stored else -1)
 
     def _pop_history(self) -> Message:
-        self.store.delete_message(self._message_ids.pop())
+        message_id = self._message_ids.pop()
+        if message_id >= 0:
+            self._saving("removing a message", lambda: self.store.delete_message(message_id))
         return self.history.pop()
 
     def request_options(self) -> dict[str, Any]:
@@ -370,7 +389,13 @@ class ChatApp(App[None]):
     async def action_new_conversation(self) -> None:
         await self._stop_answer()
         if self.history or self.chat.title != NEW_TITLE:
-            self.chat = self.store.create_chat(NEW_TITLE, ChatParams(system=self.system or ""))
+            new = self._saving(
+                "the new chat",
+                lambda: self.store.create_chat(NEW_TITLE, ChatParams(system=self.system or "")),
+            )
+            if new is None:
+                return
+            self.chat = new
         await self._show_chat()
         self.prompt.focus()
         self.notify("new chat", timeout=2)
@@ -408,11 +433,17 @@ class ChatApp(App[None]):
                 return
             await self._stop_answer()
             gone = self.chat
-            self.store.delete_chat(gone.id)
-            chats = self.store.chats()
-            self.chat = (
-                chats[0] if chats else self.store.create_chat(NEW_TITLE, ChatParams(system=self.system or ""))
-            )
+            try:
+                self.store.delete_chat(gone.id)
+                chats = self.store.chats()
+                self.chat = (
+                    chats[0]
+                    if chats
+                    else self.store.create_chat(NEW_TITLE, ChatParams(system=self.system or ""))
+                )
+            except ApplianceError as err:
+                self.error(err, "the chat was not deleted")
+                return
             await self._show_chat()
             self.notify(f"deleted “{gone.title}”", timeout=3)
 
@@ -433,8 +464,11 @@ class ChatApp(App[None]):
         def save(params: ChatParams | None) -> None:
             if params is None:
                 return
-            self.chat = self.store.set_params(self.chat.id, params)
-            self.notify("used from the next message on", title="parameters saved", timeout=3)
+            saved = self._saving("the parameters", lambda: self.store.set_params(self.chat.id, params))
+            # Unsaved, they still apply to this chat until the app ends.
+            self.chat = saved or dataclasses.replace(self.chat, params=params)
+            if saved:
+                self.notify("used from the next message on", title="parameters saved", timeout=3)
 
         greedy_only = bool(
             ((self.service_status.get("model") or {}).get("sampling") or {}).get("greedy_only")

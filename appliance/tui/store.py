@@ -205,13 +205,13 @@ def chat_markdown(chat: Chat, messages: list[StoredMessage]) -> str:
 class ChatStore:
     """The saved chats; every change is committed at once (a crash loses nothing already shown)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, busy_timeout_s: float = 5.0) -> None:
         self.path = Path(path)
         try:
             if str(path) != ":memory:":  # a throwaway store (benchmarks, tests)
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             # autocommit mode: transactions are explicit (_transaction), schema changes included
-            self._db = sqlite3.connect(str(path), isolation_level=None)
+            self._db = sqlite3.connect(str(path), isolation_level=None, timeout=busy_timeout_s)
             self._db.execute("PRAGMA foreign_keys = ON")
             migrate(self._db)
         except sqlite3.Error as exc:
