@@ -218,7 +218,7 @@ async def test_status_panel_and_model_picker(service: InProcessService, tmp_path
         await pilot.press("f4")
         await until(pilot, lambda: isinstance(app.screen, StatusScreen))
         text = "\n".join(app.screen.lines)  # type: ignore[attr-defined]
-        assert "SEQLEN     4096 tokens" in text and "no answer yet" in text
+        assert "SEQLEN     4096 tokens" in text and "known after the next answer" in text
         assert "npu      100 MiB used of 3072 MiB" in text and "queue      0 running" in text
         await pilot.press("escape")
         await send(pilot, "Hi")

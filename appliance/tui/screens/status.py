@@ -31,7 +31,7 @@ def status_lines(status: Mapping[str, Any], conversation_tokens: int | None) -> 
     seqlen = model.get("max_seq_len")
     lines.append(f"SEQLEN     {seqlen if seqlen else '?'} tokens")
     if conversation_tokens is None:
-        lines.append("this chat  no answer yet: its size is known after the first one")
+        lines.append("this chat  its size is known after the next answer")
     elif seqlen:
         share = 100 * conversation_tokens / int(seqlen)
         lines.append(f"this chat  {conversation_tokens} of {seqlen} tokens ({share:.0f}% full)")
