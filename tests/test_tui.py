@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ParamSpec
 
 import pytest
 from support.service import (
@@ -24,58 +21,19 @@ from support.service import (
     wait_healthy,
     write_config,
 )
-from textual.pilot import Pilot
+from support.tui_pilot import answer_views, app_for, errors, run_async, send, until
 
-from appliance.client import AsyncServiceClient, ServiceClient
+from appliance.client import ServiceClient
 from appliance.generation.types import Message
-from appliance.tui import ChatApp
-from appliance.tui.widgets import MessageView
+from appliance.tui import ChatStore
 
 SCRIPT = "The quick brown fox jumps over the lazy dog. "
-P = ParamSpec("P")
-
-
-def run_async(fn: Callable[P, Coroutine[Any, Any, None]]) -> Callable[P, None]:
-    """Run an async test on a fresh event loop (Textual's run_test needs one; no pytest plugin needed)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
-        asyncio.run(fn(*args, **kwargs))
-
-    return wrapper
 
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessService]:
     with in_process(tmp_path_factory.mktemp("tui"), model={"scripted": {"text": SCRIPT}}) as svc:
         yield svc
-
-
-async def until(pilot: Pilot[None], cond: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        await pilot.pause(0.02)
-
-
-async def send(pilot: Pilot[None], text: str) -> None:
-    await pilot.click("PromptInput")
-    await pilot.press(*text)
-    await pilot.press("enter")
-
-
-def errors(app: ChatApp) -> list[str]:
-    return [f"{n.title}: {n.message}" for n in app._notifications if n.severity == "error"]
-
-
-def answer_views(app: ChatApp) -> list[MessageView]:
-    return [v for v in app.messages.views if v.role == "assistant"]
-
-
-def app_for(socket: str | Path, max_tokens: int, retry_s: float = 0.1) -> ChatApp:
-    client = AsyncServiceClient.for_socket(socket, timeout=30)
-    return ChatApp(client, options={"num_predict": max_tokens}, retry_interval_s=retry_s)
 
 
 @run_async
@@ -111,7 +69,7 @@ async def test_escape_stops_the_answer_keeps_it_and_the_next_message_works(servi
             await pilot.press("escape")
             await until(pilot, lambda: not app.answering)
             assert len(app.history) == 2 and len(app.history[1].content) > 5
-            assert "(stopped)" in str(answer_views(app)[0].note.render())
+            assert "(interrupted: stopped with Esc)" in str(answer_views(app)[0].note.render())
             # Closing the stream cancelled the generation on the service.
             await until(pilot, lambda: not service.runner.scheduler.busy, timeout=3)
             service.engine.step_delay_s = 0.0
@@ -175,7 +133,10 @@ async def test_service_killed_mid_answer_then_back(tmp_path: Path) -> None:
             await until(pilot, lambda: not app.answering)
             assert any("broke mid-answer" in e for e in errors(app))
             assert len(app.history) == 2 and app.history[1].content  # the conversation is kept
-            assert "(interrupted" in str(answer_views(app)[0].note.render())
+            assert "(interrupted: the service went away)" in str(answer_views(app)[0].note.render())
+            stored = app.store.messages(app.chat.id)  # saved as shown, with its note
+            assert [m.content for m in stored] == [m.content for m in app.history]
+            assert stored[1].note == "(interrupted: the service went away)"
             await until(pilot, lambda: app.status.state == "service not running")
             fast = tmp_path / "fast"
             fast.mkdir()
@@ -204,7 +165,8 @@ def test_llm_tpu_chat_in_a_terminal_starts_and_stops_its_own_service(tmp_path: P
     session = f"llm-tpu-test-{os.getpid()}"
     rc_file = tmp_path / "rc"
     command = (
-        f"env XDG_RUNTIME_DIR={runtime} LLM_TPU_SOCKET={tmp_path / 'none.sock'} "
+        f"env XDG_RUNTIME_DIR={runtime} XDG_DATA_HOME={tmp_path / 'data'} XDG_CONFIG_HOME={tmp_path / 'cfg'} "
+        f"LLM_TPU_SOCKET={tmp_path / 'none.sock'} "
         f"{LLM_TPU} chat --config {config} -n 6; echo $? > {rc_file}; sleep 30"
     )
     _tmux("new-session", "-d", "-s", session, "-x", "100", "-y", "30", command)
@@ -233,6 +195,10 @@ def test_llm_tpu_chat_in_a_terminal_starts_and_stops_its_own_service(tmp_path: P
             time.sleep(0.1)
         assert rc_file.read_text().strip() == "0"
         assert list(runtime.iterdir()) == []  # the child was stopped and its directory removed
+        (chat,) = ChatStore(
+            tmp_path / "data" / "llm-tpu" / "chats.sqlite3"
+        ).chats()  # saved under XDG_DATA_HOME
+        assert chat.title == "Hi, Ada!"
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
 

@@ -48,9 +48,11 @@ def _service_listening(client: ServiceClient) -> bool:
 
 
 def run_tui(args: argparse.Namespace) -> int:
-    from appliance.tui import ChatApp
+    from appliance.tui import ChatApp, ChatStore, chats_path, keymap_path, load_keymap
 
     options = ollama_options(requested_options(args))  # the service fills in the rest
+    keymap = load_keymap(keymap_path(), ChatApp.binding_ids())  # a bad file stops here, with its error
+    store = ChatStore(chats_path())
     path = find_socket(args.socket)
     if path.exists() and not os.access(path, os.R_OK | os.W_OK):
         # Someone else's service: a private one would fight it for the TPU.
@@ -76,8 +78,11 @@ def run_tui(args: argparse.Namespace) -> int:
     try:
         label = f"{path}" + (" (private, stopped on exit)" if child else "")
         app_client = AsyncServiceClient.for_socket(path)
-        ChatApp(app_client, options=options, system=args.system, service_label=label).run()
+        ChatApp(
+            app_client, store=store, options=options, system=args.system, service_label=label, keymap=keymap
+        ).run()
     finally:
+        store.close()
         if child is not None:
             child.stop()
     return 0

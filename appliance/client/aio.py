@@ -60,6 +60,11 @@ class AsyncServiceClient:
     async def status(self) -> dict[str, Any]:
         return dict(await self._get("/api/status"))
 
+    async def tags(self) -> list[dict[str, Any]]:
+        """The models the service offers (Ollama's /api/tags)."""
+        models = (await self._get("/api/tags")).get("models")
+        return [dict(m) for m in models] if isinstance(models, list) else []
+
     async def chat_stream(
         self,
         messages: Sequence[Mapping[str, str]],

@@ -1,9 +1,15 @@
-"""The chat app: a conversation with the appliance's service over its Unix socket.
+"""The chat app: conversations with the appliance's service over its Unix socket, saved between runs.
 
 Behaviour follows oterm: answers stream in as they arrive, Enter sends, Esc stops the running answer
-and keeps what came (or gives the prompt back if nothing came yet), Ctrl+N starts over, errors become
-notifications and never end the app. The service may be down, loading or restarting; a watcher polls
-/health and the status line says which, so the next message works once the service is back.
+and keeps what came (or gives the prompt back if nothing came yet), errors become notifications and
+never end the app. The service may be down, loading or restarting; a watcher polls /health and the
+status line says which, so the next message works once the service is back.
+
+Chats live in a :class:`ChatStore` (SQLite): the sidebar lists them (new, switch, rename, delete,
+export to Markdown), each keeps its own system prompt and sampling parameters (F3), and every message
+is saved when it is shown; an answer cut short is saved with its "(interrupted …)" note. Every action
+is in the command palette (Ctrl+P); key bindings can be remapped (appliance.tui.keymap); the theme is
+saved in the store.
 
 The HTTP client is httpx's async one on the app's own event loop: Esc is a plain cancel of the task
 that reads the answer, which closes the connection (the service drops the request, queued or not).
@@ -12,31 +18,71 @@ that reads the answer, which closes the connection (the service drops the reques
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
-from typing import Any, ClassVar
+import dataclasses
+import re
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
 
-from textual import work
+from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import Footer
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Footer, OptionList
 from textual.worker import Worker
 
 from appliance.client import AsyncServiceClient
 from appliance.errors import ApplianceError, ServiceUnavailable
 from appliance.generation.types import Message, Notice, TextDelta
-from appliance.tui.screens import HelpScreen
+from appliance.tui.commands import ChatCommands
+from appliance.tui.screens import (
+    ConfirmScreen,
+    HelpScreen,
+    ModelsScreen,
+    ParamsScreen,
+    StatusScreen,
+    TextScreen,
+)
+from appliance.tui.store import Chat, ChatParams, ChatStore
 from appliance.tui.stream import AnswerDone, AnswerFailed, stream_answer
-from appliance.tui.widgets import MessageList, MessageView, PromptInput, StatusBar
+from appliance.tui.widgets import ChatList, MessageList, MessageView, PromptInput, StatusBar
 
 __all__ = ["ChatApp"]
+
+T = TypeVar("T")
+NEW_TITLE = "New chat"
+_CODE_BLOCK = re.compile(r"```[^\n]*\n(.*?)```", re.DOTALL)
+
+
+def _title_from(prompt: str) -> str:
+    first = " ".join(prompt.split())
+    return first if len(first) <= 40 else first[:39].rstrip() + "…"
 
 
 class ChatApp(App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "llm-tpu chat"
+    COMMANDS = App.COMMANDS | {ChatCommands}
+    # Function keys and Ctrl keys the prompt (a TextArea) does not use; ids are what tui.yaml remaps.
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", "Stop answer", id="cancel"),
-        Binding("ctrl+n", "new_conversation", "New chat", id="new_conversation"),
+        Binding("ctrl+n", "new_conversation", "New chat", id="new_conversation", priority=True),
+        Binding("f2", "rename_chat", "Rename chat", id="rename_chat"),
+        Binding("f3", "edit_params", "Chat parameters", id="edit_params"),
+        Binding("f4", "show_status", "Service status", id="show_status"),
+        Binding("f5", "pick_model", "Models", id="pick_model", show=False),
+        Binding("ctrl+r", "regenerate", "Regenerate answer", id="regenerate", priority=True, show=False),
+        Binding("f8", "copy_answer", "Copy last answer", id="copy_answer", show=False),
+        Binding("f9", "copy_code", "Copy last code block", id="copy_code", show=False),
+        Binding(
+            "ctrl+s", "export_chat", "Export chat to Markdown", id="export_chat", priority=True, show=False
+        ),
+        Binding("ctrl+delete", "delete_chat", "Delete chat", id="delete_chat", priority=True, show=False),
+        Binding("ctrl+pagedown", "next_chat", "Next chat", id="next_chat", priority=True, show=False),
+        Binding(
+            "ctrl+pageup", "previous_chat", "Previous chat", id="previous_chat", priority=True, show=False
+        ),
+        Binding("ctrl+b", "toggle_chats", "Show/hide chat list", id="toggle_chats", show=False),
         Binding("f1", "help", "Help", id="help"),
         Binding("ctrl+q", "quit", "Quit", id="quit", priority=True),
     ]
@@ -45,25 +91,54 @@ class ChatApp(App[None]):
         self,
         client: AsyncServiceClient,
         *,
+        store: ChatStore | None = None,
         options: Mapping[str, Any] | None = None,
         system: str | None = None,
         service_label: str = "",
         retry_interval_s: float = 1.0,
+        keymap: Mapping[str, str] | None = None,
+        export_dir: Path | None = None,
     ) -> None:
         super().__init__()
         self.client = client
-        self.options = dict(options or {})  # Ollama options; the service's defaults fill in the rest
-        self.system = system
+        self.store = store if store is not None else ChatStore(":memory:")
+        self.options = dict(options or {})  # from the command line; a chat's own parameters override them
+        self.system = system  # the system prompt of new chats (--system)
         self.service_label = service_label
         self.retry_interval_s = retry_interval_s
+        self.export_dir = export_dir or Path.cwd()
+        self._keymap_config = dict(keymap or {})
         self.history: list[Message] = []  # full texts of both sides, what the next request sends
+        self._message_ids: list[int] = []  # the store's id of each history entry
+        self.chat: Chat = self._first_chat()
         self.ready = False
+        self.service_status: dict[str, Any] = {}
         self._answer_worker: Worker[None] | None = None
+
+    @classmethod
+    def binding_ids(cls) -> list[str]:
+        """Every action a key can be bound to (the app's and the prompt's): what tui.yaml may remap."""
+        ids = [b.id for b in (*cls.BINDINGS, *PromptInput.BINDINGS) if isinstance(b, Binding) and b.id]
+        return ids
+
+    def action_entries(self) -> Iterator[tuple[str, str, str]]:
+        """(action, description, keys) of the app's actions, keys as remapped."""
+        keymap: Mapping[str, str] = getattr(self, "_keymap", {}) or {}
+        for b in self.BINDINGS:
+            if isinstance(b, Binding) and b.id:
+                yield b.action, b.description, keymap.get(b.id, b.key)
+
+    def _first_chat(self) -> Chat:
+        chats = self.store.chats()
+        return chats[0] if chats else self.store.create_chat(NEW_TITLE, ChatParams(system=self.system or ""))
 
     # -- layout ----------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
-        yield MessageList(id="messages")
-        yield PromptInput()
+        with Horizontal(id="main"):
+            yield ChatList()
+            with Vertical(id="conversation"):
+                yield MessageList(id="messages")
+                yield PromptInput()
         yield StatusBar()
         yield Footer()
 
@@ -80,15 +155,38 @@ class ChatApp(App[None]):
         return self.query_one(StatusBar)
 
     @property
+    def chat_list(self) -> ChatList:
+        return self.query_one(ChatList)
+
+    @property
     def answering(self) -> bool:
         return self._answer_worker is not None and not self._answer_worker.is_finished
 
-    def on_mount(self) -> None:
+    async def on_mount(self) -> None:
+        if self._keymap_config:
+            self.set_keymap(self._keymap_config)
+        theme = self.store.setting("theme")
+        if theme and theme in self.available_themes:
+            self.theme = theme
+        self.theme_changed_signal.subscribe(self, self._save_theme)
+        await self._show_chat()
         self.prompt.focus()
         self.watch_service()
 
+    def _save_theme(self, theme: Any) -> None:
+        self._saving("the theme", lambda: self.store.set_setting("theme", str(getattr(theme, "name", theme))))
+
     def error(self, err: ApplianceError, title: str = "error") -> None:
         self.notify(err.message + (f"\n{err.hint}" if err.hint else ""), title=title, severity="error")
+
+    def _saving(self, what: str, write: Callable[[], T]) -> T | None:
+        """A write to the store; when it fails (disk full, another process holding the file) the chat
+        goes on in memory and a notification says what was not saved."""
+        try:
+            return write()
+        except ApplianceError as err:
+            self.error(err, f"{what} was not saved")
+            return None
 
     # -- the service's state -----------------------------------------------------------------------
     @work(exclusive=True, group="health", exit_on_error=False)
@@ -123,11 +221,15 @@ class ChatApp(App[None]):
                     self.status.set(state=f"service {state}")
             await asyncio.sleep(self.retry_interval_s)
 
-    async def _connected(self) -> None:
+    async def _fetch_status(self) -> dict[str, Any]:
         try:
-            info = await self.client.status()
+            self.service_status = await self.client.status()
         except (ApplianceError, ValueError):
-            info = {}
+            pass
+        return self.service_status
+
+    async def _connected(self) -> None:
+        info = await self._fetch_status()
         model = info.get("model") or {}
         greedy_only = bool((model.get("sampling") or {}).get("greedy_only"))
         self.status.set(
@@ -136,6 +238,39 @@ class ChatApp(App[None]):
             state="ready",
         )
         self.ready = True
+
+    # -- chats -------------------------------------------------------------------------------------
+    async def _show_chat(self) -> None:
+        """Show self.chat: its messages from the store, the sidebar, a clean status line."""
+        stored = self.store.messages(self.chat.id)
+        self.history = [Message(m.role, m.content) for m in stored]  # type: ignore[arg-type]
+        self._message_ids = [m.id for m in stored]
+        await self.messages.clear()
+        for m in stored:
+            view = await self.messages.add(m.role, m.content)
+            view.set_note(m.note)
+        self.status.finished(None, clear=True)
+        self.refresh_chat_list()
+
+    def refresh_chat_list(self) -> None:
+        self.chat_list.show(self.store.chats(), self.chat.id)
+
+    async def _stop_answer(self) -> None:
+        if self._answer_worker is not None and self.answering:
+            self._answer_worker.cancel()
+            await self._answer_worker.wait()
+
+    async def open_chat(self, chat_id: int) -> None:
+        if chat_id == self.chat.id:
+            return
+        await self._stop_answer()
+        self.chat = self.store.chat(chat_id)
+        await self._show_chat()
+        self.prompt.focus()
+
+    @on(OptionList.OptionSelected, "#chats")
+    async def _chat_selected(self, event: OptionList.OptionSelected) -> None:
+        await self.open_chat(int(event.option.id or 0))
 
     # -- sending and streaming ---------------------------------------------------------------------
     async def on_prompt_input_submitted(self, event: PromptInput.Submitted) -> None:
@@ -147,13 +282,37 @@ class ChatApp(App[None]):
             return
         self.prompt.remember(event.value)
         self.prompt.value = ""
-        self.history.append(Message("user", text))
+        self._add_to_history("user", text)
+        if self.chat.title == NEW_TITLE and len(self.history) == 1:
+            self.chat = (
+                self._saving("the title", lambda: self.store.rename(self.chat.id, _title_from(text)))
+                or self.chat
+            )
+            self.refresh_chat_list()
         user_view = await self.messages.add("user", text)
         answer_view = await self.messages.add("assistant")
         self._answer_worker = self._answer(user_view, answer_view)
 
+    def _add_to_history(self, role: str, text: str, note: str = "") -> None:
+        self.history.append(Message(role, text))  # type: ignore[arg-type]
+        stored = self._saving(
+            f"the {role}'s message", lambda: self.store.add_message(self.chat.id, role, text, note)
+        )
+        self._message_ids.append(stored.id if stored else -1)
+
+    def _pop_history(self) -> Message:
+        message_id = self._message_ids.pop()
+        if message_id >= 0:
+            self._saving("removing a message", lambda: self.store.delete_message(message_id))
+        return self.history.pop()
+
+    def request_options(self) -> dict[str, Any]:
+        """What the next request sends as options: the command line's, then the chat's own."""
+        return {**self.options, **self.chat.params.options()}
+
     def _request(self) -> list[dict[str, str]]:
-        system = [Message("system", self.system)] if self.system else []
+        system_prompt = self.chat.params.system
+        system = [Message("system", system_prompt)] if system_prompt else []
         return [{"role": m.role, "content": m.content} for m in (*system, *self.history)]
 
     @work(exclusive=True, group="answer", exit_on_error=False)
@@ -164,7 +323,7 @@ class ChatApp(App[None]):
         outcome: AnswerDone | AnswerFailed | None = None
         self.status.answering(0)
         try:
-            async for event in stream_answer(self.client, self._request(), options=self.options):
+            async for event in stream_answer(self.client, self._request(), options=self.request_options()):
                 if isinstance(event, TextDelta):
                     parts.append(event.text)
                     await stream.write(event.text)
@@ -191,18 +350,28 @@ class ChatApp(App[None]):
     ) -> None:
         done = outcome if isinstance(outcome, AnswerDone) else None
         failed = outcome if isinstance(outcome, AnswerFailed) else None
-        self.status.finished(done.stats if done else None)
+        self.status.finished(done.stats if done else None, clear=cancelled)
         if done is not None or answer:
-            self.history.append(Message("assistant", answer))
+            note = ""
             if cancelled:
-                answer_view.set_note("(stopped)")
+                note = "(interrupted: stopped with Esc)"
             elif failed is not None:
-                answer_view.set_note(f"(interrupted: {failed.error.message})")
+                went_away = isinstance(failed.error, ServiceUnavailable)
+                note = "(interrupted: the service went away)" if went_away else "(interrupted)"
             elif done is not None and done.stats.done_reason in ("length", "context"):
-                answer_view.set_note(f"(cut short: {done.stats.done_reason})")
+                note = f"(cut short: {done.stats.done_reason})"
+            self._add_to_history("assistant", answer, note)
+            answer_view.set_note(note)
+            if done is not None and done.final.dropped_turns:
+                self.notify(
+                    f"{done.final.dropped_turns} earlier turn(s) were left out of the model's view to fit "
+                    "its context; they stay in this chat",
+                    title="history trimmed",
+                    severity="warning",
+                )
         else:
             # Nothing came back: the message did not happen. Give its text back to the prompt.
-            prompt = self.history.pop().content
+            prompt = self._pop_history().content
             await user_view.remove()
             await answer_view.remove()
             if not self.prompt.value:
@@ -218,16 +387,150 @@ class ChatApp(App[None]):
             self._answer_worker.cancel()
 
     async def action_new_conversation(self) -> None:
-        if self._answer_worker is not None and self.answering:
-            self._answer_worker.cancel()
-            await self._answer_worker.wait()
-        self.history.clear()
-        await self.messages.clear()
-        self.status.finished(None)
+        await self._stop_answer()
+        if self.history or self.chat.title != NEW_TITLE:
+            new = self._saving(
+                "the new chat",
+                lambda: self.store.create_chat(NEW_TITLE, ChatParams(system=self.system or "")),
+            )
+            if new is None:
+                return
+            self.chat = new
+        await self._show_chat()
         self.prompt.focus()
-        self.notify("new conversation", timeout=2)
+        self.notify("new chat", timeout=2)
+
+    async def _step_chat(self, step: int) -> None:
+        ids = [c.id for c in self.store.chats()]
+        if len(ids) > 1:
+            await self.open_chat(ids[(ids.index(self.chat.id) + step) % len(ids)])
+
+    async def action_next_chat(self) -> None:
+        await self._step_chat(1)
+
+    async def action_previous_chat(self) -> None:
+        await self._step_chat(-1)
+
+    def action_toggle_chats(self) -> None:
+        self.chat_list.display = not self.chat_list.display
+
+    def action_rename_chat(self) -> None:
+        def rename(title: str | None) -> None:
+            if title is None:
+                return
+            try:
+                self.chat = self.store.rename(self.chat.id, title)
+            except ApplianceError as err:
+                self.error(err, "cannot rename")
+                return
+            self.refresh_chat_list()
+
+        self.push_screen(TextScreen("New title of this chat:", self.chat.title), rename)
+
+    def action_delete_chat(self) -> None:
+        async def delete(yes: bool | None) -> None:
+            if not yes:
+                return
+            await self._stop_answer()
+            gone = self.chat
+            try:
+                self.store.delete_chat(gone.id)
+                chats = self.store.chats()
+                self.chat = (
+                    chats[0]
+                    if chats
+                    else self.store.create_chat(NEW_TITLE, ChatParams(system=self.system or ""))
+                )
+            except ApplianceError as err:
+                self.error(err, "the chat was not deleted")
+                return
+            await self._show_chat()
+            self.notify(f"deleted “{gone.title}”", timeout=3)
+
+        question = (
+            f"Delete “{self.chat.title}” and its {len(self.history)} message(s)? This cannot be undone."
+        )
+        self.push_screen(ConfirmScreen(question, "Delete"), delete)
+
+    def action_export_chat(self) -> None:
+        try:
+            path = self.store.export_markdown(self.chat.id, self.export_dir)
+        except ApplianceError as err:
+            self.error(err, "export failed")
+            return
+        self.notify(f"saved to {path}", title="exported")
+
+    def action_edit_params(self) -> None:
+        def save(params: ChatParams | None) -> None:
+            if params is None:
+                return
+            saved = self._saving("the parameters", lambda: self.store.set_params(self.chat.id, params))
+            # Unsaved, they still apply to this chat until the app ends.
+            self.chat = saved or dataclasses.replace(self.chat, params=params)
+            if saved:
+                self.notify("used from the next message on", title="parameters saved", timeout=3)
+
+        greedy_only = bool(
+            ((self.service_status.get("model") or {}).get("sampling") or {}).get("greedy_only")
+        )
+        self.push_screen(ParamsScreen(self.chat.title, self.chat.params, greedy_only), save)
+
+    async def action_regenerate(self) -> None:
+        if self.answering:
+            self.notify("an answer is still coming; Esc stops it", severity="warning")
+            return
+        if len(self.history) < 2 or self.history[-1].role != "assistant":
+            self.notify("there is no answer to regenerate yet", severity="warning")
+            return
+        self._pop_history()
+        views = self.messages.views
+        await views[-1].remove()
+        answer_view = await self.messages.add("assistant")
+        self._answer_worker = self._answer(views[-2], answer_view)
+
+    def _copy(self, text: str, what: str) -> None:
+        self.copy_to_clipboard(text)
+        self.notify(f"{what} copied ({len(text)} characters)", timeout=2)
+
+    def action_copy_answer(self) -> None:
+        answers = [m.content for m in self.history if m.role == "assistant"]
+        if not answers:
+            self.notify("no answer to copy yet", severity="warning")
+            return
+        self._copy(answers[-1], "answer")
+
+    def action_copy_code(self) -> None:
+        for message in reversed(self.history):
+            blocks = _CODE_BLOCK.findall(message.content)
+            if blocks:
+                self._copy(blocks[-1], "code block")
+                return
+        self.notify("no code block in this chat", severity="warning")
+
+    def on_message_view_copy_requested(self, event: MessageView.CopyRequested) -> None:
+        self._copy(event.text, "message")
+
+    async def action_show_status(self) -> None:
+        status = await self._fetch_status()
+        if not status:
+            self.notify("the service did not answer; see the status line", severity="warning")
+            return
+        stats = self.status.stats
+        used = stats.timings.prompt_tokens + stats.eval_count if stats is not None else None
+        self.push_screen(StatusScreen(status, used))
+
+    async def action_pick_model(self) -> None:
+        try:
+            models = await self.client.tags()
+        except ApplianceError as err:
+            self.error(err, "cannot list models")
+            return
+        self.push_screen(ModelsScreen(models, await self._fetch_status()))
 
     def action_help(self) -> None:
-        bindings = self.screen.active_bindings.items()
-        keys = [(key, b.binding.description) for key, b in bindings if b.binding.id]
+        keys = [(keys, description) for _, description, keys in self.action_entries()]
+        keymap: Mapping[str, str] = getattr(self, "_keymap", {}) or {}
+        for b in PromptInput.BINDINGS:
+            if isinstance(b, Binding) and b.id:
+                keys.append((keymap.get(b.id, b.key), b.description))
         self.push_screen(HelpScreen(keys, self.service_label))

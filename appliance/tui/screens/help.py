@@ -32,7 +32,8 @@ class HelpScreen(ModalScreen[None]):
         with Vertical(id="help"):
             yield Static("llm-tpu chat", classes="title")
             yield Static(ABOUT)
-            yield Static("\n".join(f"{key:>10}  {what}" for key, what in self.keys), classes="keys")
+            width = max((len(key) for key, _ in self.keys), default=0)
+            yield Static("\n".join(f"{key:>{width}}  {what}" for key, what in self.keys), classes="keys")
             yield Static(f"service: {self.service}", classes="service")
             yield Static("Esc closes this screen.", classes="hint")
 

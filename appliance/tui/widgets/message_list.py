@@ -8,8 +8,10 @@ anchored to its bottom, so it follows new text only while the user has not scrol
 
 from __future__ import annotations
 
+from textual import events
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
+from textual.message import Message
 from textual.widgets import Markdown, Static
 
 from appliance.tui.widgets.stream_text import StreamText
@@ -39,7 +41,14 @@ class AnswerStream:
 
 
 class MessageView(Vertical):
-    """One message: who said it, the text as Markdown, and an optional note (stopped, interrupted)."""
+    """One message: who said it, the text as Markdown, and an optional note (interrupted, cut short).
+
+    A double click asks the app to copy the message's text (:class:`CopyRequested`)."""
+
+    class CopyRequested(Message):
+        def __init__(self, text: str) -> None:
+            super().__init__()
+            self.text = text
 
     def __init__(self, role: str, text: str = "") -> None:
         super().__init__(classes=f"message {role}")
@@ -65,6 +74,10 @@ class MessageView(Vertical):
         self.body.display = False
         self.live.display = True
         return AnswerStream(self)
+
+    def on_click(self, event: events.Click) -> None:
+        if event.chain >= 2 and self.text:
+            self.post_message(self.CopyRequested(self.text))
 
     def set_note(self, note: str) -> None:
         self.note.update(note)

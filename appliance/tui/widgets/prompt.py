@@ -19,7 +19,7 @@ __all__ = ["PromptInput"]
 class PromptInput(TextArea):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "submit", "Send", id="send", priority=True),
-        Binding("shift+enter,ctrl+j", "newline", "New line", id="newline", priority=True),
+        Binding("shift+enter,ctrl+j", "newline", "New line", id="newline", priority=True, show=False),
         Binding("up", "history_previous", "Earlier prompt", id="history_previous", show=False),
         Binding("down", "history_next", "Later prompt", id="history_next", show=False),
     ]

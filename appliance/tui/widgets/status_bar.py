@@ -46,10 +46,13 @@ class StatusBar(Widget):
         self.streamed_tokens = tokens
         self.show()
 
-    def finished(self, stats: TurnStats | None) -> None:
+    def finished(self, stats: TurnStats | None, *, clear: bool = False) -> None:
+        """The answer ended: show its figures (``clear``: drop the last ones, after Esc or a chat switch)."""
         self.streamed_tokens = None
         if stats is not None:
             self.stats = stats
+        elif clear:
+            self.stats = None
         self.show()
 
     def show(self) -> None:
