@@ -112,6 +112,11 @@ class TcpSection(_Section):
         "/etc/llm-tpu/api-token",
         description="file holding the bearer token every TCP request except /health must send",
     )
+    admin_api: bool = Field(
+        False,
+        description="also allow /api/pull and /api/delete (install and delete models) over TCP; they are "
+        "always allowed on the Unix socket, whose group (llm-tpu) is the access control",
+    )
 
 
 class ServerSection(_Section):

@@ -1,0 +1,133 @@
+"""Ollama's routes beside /api/chat: generate, show, version, embed, tags and ps.
+
+/api/generate runs through the same job path as /api/chat (chat_api.ollama_respond) with the prompt as
+one user turn (the model's chat template applies), or as is with ``raw: true``. /api/embed answers 501:
+no served model produces embeddings (the bmodels are decoder nets with a generation head).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+
+from appliance import __version__
+from appliance.errors import ModelNotFound
+from appliance.models.store import ModelStore
+from appliance.service.chat_api import ollama_respond, read_json
+from appliance.service.http_errors import HttpError
+from appliance.service.model_info import (
+    capabilities,
+    installed_entry,
+    iso_time,
+    loaded_entry,
+    model_info,
+    parameters_text,
+    size_vram,
+)
+from appliance.service.schemas import OllamaGenerateRequest, OllamaModelRequest, parse_request
+from appliance.service.state import STATE, ServiceState
+
+__all__ = ["api_embed", "api_generate", "api_ps", "api_show", "api_tags", "api_version"]
+
+
+def _response_piece(text: str) -> dict[str, Any]:
+    return {"response": text}
+
+
+async def api_generate(request: web.Request) -> web.StreamResponse:
+    req = parse_request(OllamaGenerateRequest, await read_json(request))
+    req.check_supported()
+    state = request.app[STATE]
+    served = state.require_model()
+    if not req.prompt and not req.system:  # Ollama: an empty prompt only loads the model
+        if not served.answers_to(req.model):
+            raise ModelNotFound(
+                f"model {req.model!r} is not served here", hint=f"this appliance serves {served.name!r}"
+            )
+        return web.json_response(
+            {
+                "model": served.name,
+                "created_at": iso_time(state.started_wall),
+                "response": "",
+                "done": True,
+                "done_reason": "load",
+            }
+        )
+    options = req.to_options(served.defaults(state.config.generation))
+    return await ollama_respond(
+        request, req.model, req.to_messages(), options, stream=req.stream, piece=_response_piece
+    )
+
+
+def _installed(state: ServiceState) -> list[dict[str, Any]]:
+    """The loaded model first, then the other installed models of the store."""
+    entries = []
+    served = state.model
+    if served is not None:
+        entries.append(loaded_entry(served, state.started_wall))
+    for model in ModelStore().installed()[0]:
+        if served is None or not served.answers_to(model.name):
+            entries.append(installed_entry(model))
+    return entries
+
+
+async def api_tags(request: web.Request) -> web.Response:
+    entries = await asyncio.to_thread(_installed, request.app[STATE])
+    return web.json_response({"models": entries})
+
+
+async def api_ps(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    m = state.model
+    if m is None or state.phase != "ready":
+        return web.json_response({"models": []})
+    entry = await asyncio.to_thread(loaded_entry, m, state.started_wall)
+    entry.update(
+        expires_at="9999-12-31T23:59:59Z",  # the configured model stays loaded
+        size_vram=size_vram(m),
+        context_length=m.engine.limits.max_seq_len,
+    )
+    return web.json_response({"models": [entry]})
+
+
+async def api_show(request: web.Request) -> web.Response:
+    req = parse_request(OllamaModelRequest, await read_json(request))
+    state = request.app[STATE]
+    served = state.require_model()
+    ref = req.ref
+    if not served.answers_to(ref):
+        raise ModelNotFound(
+            f"model {ref!r} is not served here", hint=f"this appliance serves {served.name!r}"
+        )
+    info = await asyncio.to_thread(model_info, served)
+    entry = await asyncio.to_thread(loaded_entry, served, state.started_wall)
+    return web.json_response(
+        {
+            "modelfile": "",
+            "parameters": parameters_text(served, state.config.generation),
+            "template": served.generator.tokenizer.chat_template or served.generator.template.name,
+            "details": entry["details"],
+            "model_info": info,
+            "capabilities": capabilities(),
+            "modified_at": entry["modified_at"],
+        }
+    )
+
+
+async def api_version(request: web.Request) -> web.Response:
+    return web.json_response({"version": __version__})
+
+
+async def api_embed(request: web.Request) -> web.Response:
+    served = request.app[STATE].model
+    name = served.name if served is not None else "none"
+    raise HttpError(
+        501,
+        "embeddings_not_supported",
+        f"no served model produces embeddings (the loaded model {name!r} is a chat model: its bmodel has a "
+        "generation head, not an embedding output)",
+        "compute embeddings elsewhere (e.g. a sentence-transformers model on the host); this appliance "
+        "serves chat and completions",
+    )
