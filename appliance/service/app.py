@@ -8,6 +8,7 @@ bearer token except for /health.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hmac
 import json
@@ -21,6 +22,7 @@ from aiohttp import web
 from appliance import __version__
 from appliance.errors import ApplianceError, ModelNotFound
 from appliance.models.loader import LoadedModel
+from appliance.models.store import ModelStore
 from appliance.service import admin_api, chat_api, ollama_api, vendor_api
 from appliance.service.http_errors import HttpError, error_response
 from appliance.service.metrics import CONTENT_TYPE_LATEST
@@ -182,30 +184,35 @@ def _sampling(m: LoadedModel, state: ServiceState) -> dict[str, Any]:
     }
 
 
-def _openai_model(state: ServiceState) -> dict[str, Any] | None:
-    if state.model is None:
-        return None
-    return {
-        "id": state.model.name,
-        "object": "model",
-        "created": int(state.started_wall),
-        "owned_by": "llm-tpu",
-    }
+def _openai_models(state: ServiceState) -> list[dict[str, Any]]:
+    """The loaded model, then (unless model.pinned) the installed ones a request may name."""
+    entries = []
+    served = state.model
+    if served is not None:
+        entries.append({"id": served.name, "created": int(state.started_wall)})
+    if not state.config.model.pinned:
+        for m in ModelStore().installed()[0]:
+            if served is None or not served.answers_to(m.name):
+                entries.append({"id": m.name, "created": int(m.path.stat().st_mtime)})
+    return [{**e, "object": "model", "owned_by": "llm-tpu"} for e in entries]
 
 
 async def v1_models(request: web.Request) -> web.Response:
-    entry = _openai_model(request.app[STATE])
-    return web.json_response({"object": "list", "data": [entry] if entry else []})
+    entries = await asyncio.to_thread(_openai_models, request.app[STATE])
+    return web.json_response({"object": "list", "data": entries})
 
 
 async def v1_model(request: web.Request) -> web.Response:
     state = request.app[STATE]
     wanted = request.match_info["model"]
-    entry = _openai_model(state)
-    if entry is None or state.model is None or not wanted or not state.model.answers_to(wanted):
-        served = f"this appliance serves {state.model.name!r}" if state.model else "no model is loaded"
-        raise ModelNotFound(f"model {wanted!r} is not served here", hint=served)
-    return web.json_response(entry)
+    served = state.model
+    if served is not None and wanted and served.answers_to(wanted):
+        wanted = served.name
+    for entry in await asyncio.to_thread(_openai_models, state):
+        if entry["id"] == wanted:
+            return web.json_response(entry)
+    hint = "GET /v1/models lists the models a request may name"
+    raise ModelNotFound(f"model {wanted!r} is not served here", hint=hint)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -292,8 +299,13 @@ ROUTES: tuple[Route, ...] = (
             **ERRORS,
         },
     ),
-    Route("GET", "/v1/models", v1_models, "OpenAI model list (the loaded model)"),
-    Route("GET", "/v1/models/{model}", v1_model, "OpenAI model record of the loaded model; 404 for others"),
+    Route("GET", "/v1/models", v1_models, "OpenAI model list: the loaded model, then the installed ones"),
+    Route(
+        "GET",
+        "/v1/models/{model}",
+        v1_model,
+        "OpenAI model record of a model /v1/models lists; 404 for others",
+    ),
     Route("GET", "/api/tags", ollama_api.api_tags, "Ollama model list: the loaded model, then the installed"),
     Route("GET", "/api/ps", ollama_api.api_ps, "Ollama running models, with size_vram (TPU memory)"),
     Route(

@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from appliance.errors import ApplianceError, ModelNotFound, ServiceStopping
+from appliance.errors import ApplianceError, ServiceStopping
 from appliance.generation.types import (
     Finished,
     GenerationEvent,
@@ -59,16 +59,23 @@ async def read_json(request: web.Request) -> Any:
     return decode_json_body(await request.read())
 
 
+# The request's options, given the served model's defaults (known once the model is loaded).
+OptionsFor = Callable[[GenerationOptions], GenerationOptions]
+
+
 async def start_job(
-    request: web.Request, model_name: str, messages: list[Message], options: GenerationOptions
+    request: web.Request,
+    model_name: str,
+    messages: list[Message],
+    options_for: OptionsFor,
+    keep_alive: float | str | None = None,
 ) -> tuple[Job, AsyncIterator[GenerationEvent], GenerationEvent, str]:
+    """Load the named model if needed (state.model_for), then queue the job with no await in between."""
     state = request.app[STATE]
-    served = state.require_model()
-    if not served.answers_to(model_name):
+    if model_name:
         check_model_name(model_name)  # a path or other non-name is a bad request, not an unknown model
-        raise ModelNotFound(
-            f"model {model_name!r} is not served here", hint=f"this appliance serves {served.name!r}"
-        )
+    served = await state.model_for(model_name, keep_alive)
+    options = options_for(served.defaults(state.config.generation))
     served.generator.refuse_unsupported(options)
     served.generator.refuse_unfittable(messages, options)  # before a megabyte is tokenized
     job = state.scheduler.submit(messages, options, timeout_s=state.config.scheduler.request_timeout_s)
@@ -147,22 +154,23 @@ async def collect(first: GenerationEvent, rest: AsyncIterator[GenerationEvent]) 
 async def ollama_chat(request: web.Request) -> web.StreamResponse:
     req = parse_request(OllamaChatRequest, await read_json(request))
     req.check_supported()
-    state = request.app[STATE]
-    options = req.to_options(state.require_model().defaults(state.config.generation))
-    return await ollama_respond(request, req.model, req.to_messages(), options, stream=req.stream)
+    return await ollama_respond(
+        request, req.model, req.to_messages(), req.to_options, stream=req.stream, keep_alive=req.keep_alive
+    )
 
 
 async def ollama_respond(
     request: web.Request,
     model: str,
     messages: list[Message],
-    options: GenerationOptions,
+    options_for: OptionsFor,
     *,
     stream: bool,
     piece: Piece = chat_piece,
+    keep_alive: float | str | None = None,
 ) -> web.StreamResponse:
     """Run a job and answer in Ollama's shape: NDJSON lines or one final record."""
-    job, rest, first, name = await start_job(request, model, messages, options)
+    job, rest, first, name = await start_job(request, model, messages, options_for, keep_alive)
     resp: web.StreamResponse | None = None
     try:
         if not stream:
@@ -230,30 +238,26 @@ def _sse(obj: dict[str, Any]) -> bytes:
 async def openai_chat(request: web.Request) -> web.StreamResponse:
     req = parse_request(ChatCompletionRequest, await read_json(request))
     req.check_supported()
-    state = request.app[STATE]
-    options = req.to_options(state.require_model().defaults(state.config.generation))
-    return await openai_respond(request, req, req.to_messages(), options, text_completion=False)
+    return await openai_respond(request, req, req.to_messages(), req.to_options, text_completion=False)
 
 
 async def openai_completions(request: web.Request) -> web.StreamResponse:
     """/v1/completions: the prompt as is, text out (no chat template)."""
     req = parse_request(CompletionRequest, await read_json(request))
     req.check_supported()
-    state = request.app[STATE]
-    options = req.to_options(state.require_model().defaults(state.config.generation))
-    return await openai_respond(request, req, req.to_messages(), options, text_completion=True)
+    return await openai_respond(request, req, req.to_messages(), req.to_options, text_completion=True)
 
 
 async def openai_respond(
     request: web.Request,
     req: ChatCompletionRequest | CompletionRequest,
     messages: list[Message],
-    options: GenerationOptions,
+    options_for: OptionsFor,
     *,
     text_completion: bool,
 ) -> web.StreamResponse:
     """Run a job and answer in OpenAI's shape: a chat completion or a text completion, SSE or one body."""
-    job, rest, first, name = await start_job(request, req.model, messages, options)
+    job, rest, first, name = await start_job(request, req.model, messages, options_for)
     prefix, obj = ("cmpl", "text_completion") if text_completion else ("chatcmpl", "chat.completion")
     ident, created = f"{prefix}-{job.id}", int(time.time())
 

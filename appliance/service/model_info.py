@@ -17,11 +17,14 @@ from appliance.config.schema import GenerationDefaults
 from appliance.errors import ApplianceError
 from appliance.models.loader import LoadedModel
 from appliance.models.manifest import InstalledModel
+from appliance.models.store import ModelStore
 
 __all__ = [
     "capabilities",
     "files_size",
+    "find_installed",
     "installed_entry",
+    "installed_show",
     "iso_time",
     "loaded_entry",
     "model_info",
@@ -153,3 +156,32 @@ def parameters_text(m: LoadedModel, config: GenerationDefaults) -> str:
 
 def json_scalar(value: Any) -> str:
     return f'"{value}"' if isinstance(value, str) else str(value)
+
+
+def find_installed(name: str) -> InstalledModel | None:
+    return next((m for m in ModelStore().installed()[0] if m.name == name), None)
+
+
+def installed_show(model: InstalledModel) -> dict[str, Any]:
+    """/api/show of an installed model that is not loaded: what its manifest knows (no engine yet)."""
+    man = model.manifest
+    entry = installed_entry(model)
+    family = man.family or "other"
+    info: dict[str, Any] = {
+        "general.architecture": family,
+        "general.name": man.name,
+        "llm_tpu.engine": man.engine,
+        "llm_tpu.memory_need_bytes": man.memory_need_bytes or 0,
+        "llm_tpu.loaded": False,
+    }
+    if man.max_seq_len:
+        info[f"{family}.context_length"] = info["llm_tpu.context_length"] = man.max_seq_len
+    return {
+        "modelfile": "",
+        "parameters": "",
+        "template": man.template,
+        "details": entry["details"],
+        "model_info": info,
+        "capabilities": capabilities(),
+        "modified_at": entry["modified_at"],
+    }

@@ -8,6 +8,7 @@ no served model produces embeddings (the bmodels are decoder nets with a generat
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from aiohttp import web
@@ -19,7 +20,9 @@ from appliance.service.chat_api import ollama_respond, read_json
 from appliance.service.http_errors import HttpError
 from appliance.service.model_info import (
     capabilities,
+    find_installed,
     installed_entry,
+    installed_show,
     iso_time,
     loaded_entry,
     model_info,
@@ -32,6 +35,9 @@ from appliance.service.state import STATE, ServiceState
 __all__ = ["api_embed", "api_generate", "api_ps", "api_show", "api_tags", "api_version"]
 
 
+NEVER = "9999-12-31T23:59:59Z"  # expires_at of a model that stays loaded (keep_alive -1, or pinned)
+
+
 def _response_piece(text: str) -> dict[str, Any]:
     return {"response": text}
 
@@ -40,24 +46,29 @@ async def api_generate(request: web.Request) -> web.StreamResponse:
     req = parse_request(OllamaGenerateRequest, await read_json(request))
     req.check_supported()
     state = request.app[STATE]
-    served = state.require_model()
-    if not req.prompt and not req.system:  # Ollama: an empty prompt only loads the model
-        if not served.answers_to(req.model):
-            raise ModelNotFound(
-                f"model {req.model!r} is not served here", hint=f"this appliance serves {served.name!r}"
-            )
+    if not req.prompt and not req.system:  # Ollama: an empty prompt only loads (keep_alive 0: unloads)
+        served = await state.model_for(req.model, req.keep_alive)
+        reason = "load"
+        if state.switcher is not None and state.switcher.keep_alive_s == 0:
+            await state.switcher.unload_if_idle_expired()
+            reason = "unload"
         return web.json_response(
             {
                 "model": served.name,
-                "created_at": iso_time(state.started_wall),
+                "created_at": iso_time(time.time()),
                 "response": "",
                 "done": True,
-                "done_reason": "load",
+                "done_reason": reason,
             }
         )
-    options = req.to_options(served.defaults(state.config.generation))
     return await ollama_respond(
-        request, req.model, req.to_messages(), options, stream=req.stream, piece=_response_piece
+        request,
+        req.model,
+        req.to_messages(),
+        req.to_options,
+        stream=req.stream,
+        piece=_response_piece,
+        keep_alive=req.keep_alive,
     )
 
 
@@ -83,9 +94,11 @@ async def api_ps(request: web.Request) -> web.Response:
     m = state.model
     if m is None or state.phase != "ready":
         return web.json_response({"models": []})
-    entry = await asyncio.to_thread(loaded_entry, m, state.started_wall)
+    loaded_at = state.switcher.loaded_wall if state.switcher else state.started_wall
+    expires = state.switcher.expires_at() if state.switcher else None
+    entry = await asyncio.to_thread(loaded_entry, m, loaded_at)
     entry.update(
-        expires_at="9999-12-31T23:59:59Z",  # the configured model stays loaded
+        expires_at=iso_time(expires) if expires is not None else NEVER,
         size_vram=size_vram(m),
         context_length=m.engine.limits.max_seq_len,
     )
@@ -95,12 +108,13 @@ async def api_ps(request: web.Request) -> web.Response:
 async def api_show(request: web.Request) -> web.Response:
     req = parse_request(OllamaModelRequest, await read_json(request))
     state = request.app[STATE]
-    served = state.require_model()
     ref = req.ref
-    if not served.answers_to(ref):
-        raise ModelNotFound(
-            f"model {ref!r} is not served here", hint=f"this appliance serves {served.name!r}"
-        )
+    served = state.model
+    if served is None or not served.answers_to(ref):
+        model = await asyncio.to_thread(find_installed, ref)
+        if model is None:
+            raise ModelNotFound(f"model {ref!r} is not installed", hint="see GET /api/tags")
+        return web.json_response(installed_show(model))  # not loaded: what its manifest says
     info = await asyncio.to_thread(model_info, served)
     entry = await asyncio.to_thread(loaded_entry, served, state.started_wall)
     return web.json_response(
