@@ -157,3 +157,19 @@ def test_model_section_engine_options_reach_the_engine(tiny_hf: Path) -> None:
         served.close()
     finally:
         torch.set_num_threads(before)
+
+
+def test_keep_alive_durations() -> None:
+    from pydantic import ValidationError
+
+    from appliance.config.durations import parse_keep_alive
+
+    assert parse_keep_alive(0) == 0.0 and parse_keep_alive("0") == 0.0
+    assert parse_keep_alive(-1) is None and parse_keep_alive("-1") is None and parse_keep_alive("-5m") is None
+    assert parse_keep_alive("5m") == 300.0 and parse_keep_alive("1h30m") == 5400.0
+    assert parse_keep_alive("300ms") == pytest.approx(0.3) and parse_keep_alive(2.5) == 2.5
+    for bad in ("soon", "5x", "", "m5"):
+        with pytest.raises(ValueError, match="not a duration"):
+            parse_keep_alive(bad)
+    with pytest.raises(ValidationError, match="keep_alive 'forever' is not a duration"):
+        ApplianceConfig.model_validate({"model": {"keep_alive": "forever"}})

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from appliance.engine.host import HostEngine
+from appliance.engine.protocol import Capabilities
 from appliance.engine.scripted import ScriptedEngine
 from appliance.errors import ContextOverflow, InvalidRequest
 from appliance.generation.loop import Generator
@@ -154,3 +156,31 @@ def test_message_over_the_context(tok: ChatTokenizer) -> None:
     )
     with pytest.raises(ContextOverflow):
         list(gen.generate([Message("user", "river " * 100)]))
+
+
+class _TokensOnlyEngine(ScriptedEngine):
+    """Stands in for a bmodel with a fused greedy head (tokens, no logits): no TPU here."""
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return dataclasses.replace(super().capabilities, returns_logits=False)
+
+
+def test_additive_penalties_need_logits(tok: ChatTokenizer) -> None:
+    template = make_template("tokenizer", tok)
+    script = tok.encode("a b c")
+    penalized = GenerationOptions(presence_penalty=1.0, frequency_penalty=0.5)
+    Generator(ScriptedEngine(script, vocab_size=tok.vocab_size), tok, template).refuse_unsupported(penalized)
+    tokens_only = Generator(_TokensOnlyEngine(script, vocab_size=tok.vocab_size), tok, template)
+    tokens_only.refuse_unsupported(GenerationOptions())  # nothing asked that it cannot do
+    with pytest.raises(InvalidRequest, match="presence_penalty and frequency_penalty: this model's engine"):
+        tokens_only.refuse_unsupported(penalized)
+
+
+def test_raw_prompt_is_tokenized_as_is(tok: ChatTokenizer) -> None:
+    engine = ScriptedEngine(tok.encode("x y"), vocab_size=tok.vocab_size)
+    gen = Generator(engine, tok, make_template("tokenizer", tok))
+    fin = run(gen, [Message("user", "Once upon a time")], max_new_tokens=2, raw_prompt=True)
+    assert fin.timings.prompt_tokens == len(tok.encode("Once upon a time"))
+    with pytest.raises(ContextOverflow, match="the prompt has"):
+        run(gen, [Message("user", "word " * 5000)], max_new_tokens=2, raw_prompt=True)

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from appliance.errors import InvalidRequest
-from appliance.generation.sampling import Sampler, apply_repetition_penalty, candidate_distribution
+from appliance.generation.sampling import (
+    Sampler,
+    apply_additive_penalties,
+    apply_repetition_penalty,
+    candidate_distribution,
+)
 from appliance.generation.types import GenerationOptions
 
 LOGITS = np.array([5.0, 4.0, 3.0, 2.0, 1.0, 0.0, -1.0, -2.0], dtype=np.float32)
@@ -83,3 +88,13 @@ def test_candidates_with_zero_probability_are_never_drawn() -> None:
 def test_invalid_options_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(InvalidRequest):
         GenerationOptions(**kwargs)  # type: ignore[arg-type]
+
+
+def test_additive_penalties_openai_semantics() -> None:
+    logits = np.array([5.0, 4.5, 1.0, 0.0], dtype=np.float32)
+    out = apply_additive_penalties(logits, {0: 3, 2: 1}, presence=0.5, frequency=0.25)
+    assert out.tolist() == [5.0 - 0.5 - 0.75, 4.5, 1.0 - 0.5 - 0.25, 0.0]
+    assert logits[0] == 5.0  # the input is untouched
+    sampler = Sampler(GenerationOptions(temperature=0.0, repetition_penalty=1.0, frequency_penalty=2.0))
+    picks = [sampler.from_logits(logits, []) for _ in range(3)]
+    assert picks == [0, 1, 0]  # 0 loses 2 after its first draw (3.0 < 4.5), 1 then loses 2 (2.5 < 3.0)

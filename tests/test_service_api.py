@@ -137,7 +137,7 @@ def test_sampling_parameters_are_honoured_or_rejected(service: InProcessService)
     assert json.loads(longer)["usage"]["completion_tokens"] == 5
     # Rejected by name, never ignored.
     for payload, needle in (
-        (_chat(frequency_penalty=0.5), "frequency_penalty is not supported"),
+        (_chat(frequency_penalty=2.5), "frequency_penalty"),
         (_chat(n=2), "only one choice"),
         (_chat(logprobs=True), "logprobs"),
         (_chat(temperature=-1), "temperature"),

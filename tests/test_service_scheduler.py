@@ -153,8 +153,10 @@ def test_second_turn_prefills_only_the_new_tokens(tmp_path: Path) -> None:
             )
             assert status == 200
             data = json.loads(body)
-            counts.append(data["prompt_eval_count"])
-            assert svc.engine.last_prefill_len == data["prompt_eval_count"]
+            computed = data["prompt_tokens"] - data["reused_tokens"]  # Ollama's count is the whole prompt
+            assert data["prompt_eval_count"] == data["prompt_tokens"]
+            counts.append(computed)
+            assert svc.engine.last_prefill_len == computed
             history += [data["message"], {"role": "user", "content": f"And then {turn}?"}]
         full_first = counts[0]
         # Later turns carry the whole history, yet prefill only their own new tokens.

@@ -76,17 +76,18 @@ def final_timings(chunk: Mapping[str, Any]) -> Timings:
         value = chunk.get(key)
         return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
 
-    prompt_eval = num("prompt_eval_count")
+    prompt_eval = num("prompt_eval_count")  # Ollama's: the whole prompt
+    reused = num("reused_tokens")  # ours: the part served from the KV cache
     return Timings(
         load_duration=num("load_duration"),
-        prompt_eval_count=prompt_eval,
+        prompt_eval_count=prompt_eval - reused if "prompt_tokens" in chunk else prompt_eval,
         prompt_eval_duration=num("prompt_eval_duration"),
         eval_count=num("eval_count"),
         eval_duration=num("eval_duration"),
         time_to_first_token=num("time_to_first_token") or num("prompt_eval_duration"),
         total_duration=num("total_duration"),
         prompt_tokens=num("prompt_tokens") or prompt_eval,
-        reused_tokens=num("reused_tokens"),
+        reused_tokens=reused,
     )
 
 

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from appliance.config.durations import parse_keep_alive
 from appliance.config.provisioning import ProvisioningSettings
 from appliance.engine.options import EngineChoice, parse_device_ids
 
@@ -91,7 +92,23 @@ class ModelSection(_Section):
         description='TPU device ids for a bmodel compiled for several chips, e.g. [2, 3] or "2,3" '
         "(the vendor demos' --devid); as many as the bmodel's devices (null: 0 .. N-1)",
     )
+    pinned: bool = Field(
+        False,
+        description="serve only this model: requests naming another installed model get 404 instead of "
+        "unloading this one and loading theirs, and keep_alive never unloads it",
+    )
+    keep_alive: float | str = Field(
+        -1,
+        description="how long a model stays loaded after its last request when the request gives no "
+        'keep_alive: seconds or a duration ("5m", "1h"); 0 unloads at once, negative never',
+    )
     scripted: ScriptedSection = Field(default_factory=ScriptedSection)  # type: ignore[arg-type]
+
+    @field_validator("keep_alive")
+    @classmethod
+    def _keep_alive(cls, value: float | str) -> float | str:
+        parse_keep_alive(value)  # raises ValueError with the reason
+        return value
 
     @field_validator("devices", mode="before")
     @classmethod
@@ -111,6 +128,11 @@ class TcpSection(_Section):
     token_file: str = Field(
         "/etc/llm-tpu/api-token",
         description="file holding the bearer token every TCP request except /health must send",
+    )
+    admin_api: bool = Field(
+        False,
+        description="also allow /api/pull and /api/delete (install and delete models) over TCP; they are "
+        "always allowed on the Unix socket, whose group (llm-tpu) is the access control",
     )
 
 

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 
 from appliance.engine.protocol import DeviceSampling, Engine, StepOutput
-from appliance.errors import EngineError
+from appliance.errors import ContextOverflow, EngineError, InvalidRequest
 from appliance.generation.sampling import Sampler
 from appliance.generation.templates import ChatTemplate
 from appliance.generation.textstream import IncrementalDecoder, StopStringFilter
@@ -80,6 +80,8 @@ class Generator:
         return max(1, min(options.max_new_tokens, self.max_seq_len // 4))
 
     def _window(self, messages: Sequence[Message], options: GenerationOptions) -> Window:
+        if options.raw_prompt:
+            return self._raw_window(messages, options)
         return fit_history(
             messages,
             self.template,
@@ -87,6 +89,38 @@ class Generator:
             reserve=self._reserve(options),
             bound=self.tokenizer.min_tokens,
         )
+
+    def forget_load_duration(self) -> None:
+        """The load is not charged to the next response (the service's start-up load belongs to no request)."""
+        self._pending_load_ns = 0
+
+    def charge_load_duration(self, load_ns: int) -> None:
+        """The next response reports ``load_ns`` as its load_duration (a load that request caused)."""
+        self._pending_load_ns = load_ns
+
+    def refuse_unsupported(self, options: GenerationOptions) -> None:
+        """InvalidRequest naming an option this engine cannot honour (cheap, safe on the event loop)."""
+        if options.has_additive_penalties and not self.engine.capabilities.returns_logits:
+            names = [n for n in ("presence_penalty", "frequency_penalty") if getattr(options, n)]
+            raise InvalidRequest(
+                f"{' and '.join(names)}: this model's engine returns tokens only (a fused greedy head), so "
+                "the host sampler never sees logits to penalize",
+                hint="omit them, or serve a bmodel with a logits head (or the host engine)",
+            )
+
+    def _raw_window(self, messages: Sequence[Message], options: GenerationOptions) -> Window:
+        """The one message's text as the whole prompt, no template; nothing can be dropped to fit it."""
+        ids = self.tokenizer.encode("".join(m.content for m in messages))
+        room = self.max_seq_len - self._reserve(options)
+        if not ids:
+            raise InvalidRequest("the prompt is empty", hint="send some text in 'prompt'")
+        if len(ids) > room:
+            raise ContextOverflow(
+                f"the prompt has {len(ids)} tokens and {self._reserve(options)} more are reserved for the "
+                f"answer, but the model's context holds {self.max_seq_len}",
+                hint="shorten the prompt or lower max_tokens",
+            )
+        return Window(tuple(messages), tuple(ids), 0)
 
     def refuse_unfittable(self, messages: Sequence[Message], options: GenerationOptions) -> None:
         """Cheap (no tokenizing, safe on the event loop): ContextOverflow for what can never fit."""
@@ -140,7 +174,12 @@ class Generator:
         sampler = Sampler(options)
         decoder = IncrementalDecoder(self.tokenizer)
         stops = StopStringFilter(options.stop)
-        device = self.engine.capabilities.device_sampling and not options.is_greedy
+        # the additive penalties live on the host sampler only: they need the logits every step
+        device = (
+            self.engine.capabilities.device_sampling
+            and not options.is_greedy
+            and not options.has_additive_penalties
+        )
         stop_ids = frozenset() if options.ignore_eos else self.template.stop_ids
         load_ns, self._pending_load_ns = self._pending_load_ns, 0
 

@@ -15,7 +15,7 @@ import numpy.typing as npt
 
 from appliance.generation.types import GenerationOptions
 
-__all__ = ["Sampler", "apply_repetition_penalty", "candidate_distribution"]
+__all__ = ["Sampler", "apply_additive_penalties", "apply_repetition_penalty", "candidate_distribution"]
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -29,6 +29,20 @@ def apply_repetition_penalty(logits: FloatArray, recent: Sequence[int], penalty:
     ids = ids[(ids >= 0) & (ids < out.shape[0])]
     values = out[ids]
     out[ids] = np.where(values < 0, values * penalty, values / penalty)
+    return out
+
+
+def apply_additive_penalties(
+    logits: FloatArray, counts: dict[int, int], *, presence: float, frequency: float
+) -> FloatArray:
+    """OpenAI semantics: each id generated so far loses ``presence`` once and ``frequency`` per occurrence."""
+    if not counts or (presence == 0.0 and frequency == 0.0):
+        return logits
+    out = logits.copy()
+    ids = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
+    n = np.fromiter(counts.values(), dtype=np.float32, count=len(counts))
+    inside = (ids >= 0) & (ids < out.shape[0])
+    out[ids[inside]] -= presence + frequency * n[inside]
     return out
 
 
@@ -57,6 +71,7 @@ class Sampler:
     def __init__(self, options: GenerationOptions) -> None:
         self.options = options
         self.rng = np.random.default_rng(options.seed)
+        self.counts: dict[int, int] = {}  # ids drawn from logits so far (the additive penalties' input)
 
     def recent(self, context: Sequence[int]) -> Sequence[int]:
         n = self.options.repeat_last_n
@@ -65,12 +80,18 @@ class Sampler:
     def from_logits(self, logits: FloatArray, context: Sequence[int]) -> int:
         opts = self.options
         logits = apply_repetition_penalty(logits, self.recent(context), opts.repetition_penalty)
-        if opts.is_greedy:
-            return int(np.argmax(logits))
-        ids, probs = candidate_distribution(
-            logits, temperature=opts.temperature, top_k=opts.top_k, top_p=opts.top_p
+        logits = apply_additive_penalties(
+            logits, self.counts, presence=opts.presence_penalty, frequency=opts.frequency_penalty
         )
-        return int(ids[self.rng.choice(len(ids), p=probs)])
+        if opts.is_greedy:
+            token = int(np.argmax(logits))
+        else:
+            ids, probs = candidate_distribution(
+                logits, temperature=opts.temperature, top_k=opts.top_k, top_p=opts.top_p
+            )
+            token = int(ids[self.rng.choice(len(ids), p=probs)])
+        self.counts[token] = self.counts.get(token, 0) + 1
+        return token
 
     def from_candidates(self, probs: FloatArray, ids: npt.NDArray[np.int64]) -> int:
         """Draw from a device head's (probabilities, ids); entries with probability 0 are never drawn."""

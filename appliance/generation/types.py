@@ -100,6 +100,13 @@ class GenerationOptions:
     stop: tuple[str, ...] = ()
     reserve_tokens: int | None = None  # room kept for the answer when windowing; default min(max_new, ctx/4)
     ignore_eos: bool = False  # benchmarks: run to max_new_tokens whatever the model says
+    # OpenAI's additive penalties on the host sampler (0: off): presence subtracts once per id seen in the
+    # answer so far, frequency once per occurrence; they need an engine that returns logits
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    # the one message's content is the whole prompt, tokenized as is (no chat template): /api/generate
+    # raw=true and /v1/completions
+    raw_prompt: bool = False
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -116,8 +123,15 @@ class GenerationOptions:
             raise InvalidRequest(f"repeat_last_n must be >= 0, got {self.repeat_last_n}")
         if self.seed is not None and self.seed < 0:
             raise InvalidRequest(f"seed must be >= 0, got {self.seed}", hint="omit it for a random seed")
+        for name in ("presence_penalty", "frequency_penalty"):
+            if not -2.0 <= getattr(self, name) <= 2.0:
+                raise InvalidRequest(f"{name} must be in [-2, 2], got {getattr(self, name)}")
         if self.reserve_tokens is not None and self.reserve_tokens < 1:
             raise InvalidRequest(f"reserve_tokens must be >= 1, got {self.reserve_tokens}")
+
+    @property
+    def has_additive_penalties(self) -> bool:
+        return self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
 
     @property
     def is_greedy(self) -> bool:
@@ -143,6 +157,9 @@ def options_with_defaults(
     repeat_last_n: int | None = None,
     seed: int | None = None,
     stop: Sequence[str] | None = None,
+    presence_penalty: float | None = None,
+    frequency_penalty: float | None = None,
+    raw_prompt: bool | None = None,
 ) -> GenerationOptions:
     """The options a request (or a command line) gave, ``defaults`` (the served model's) for the rest."""
     given: dict[str, Any] = {
@@ -154,6 +171,9 @@ def options_with_defaults(
         "repeat_last_n": repeat_last_n,
         "seed": seed,
         "stop": tuple(s for s in (stop or ()) if s) or None,
+        "presence_penalty": presence_penalty,
+        "frequency_penalty": frequency_penalty,
+        "raw_prompt": raw_prompt,
     }
     # raises InvalidRequest for values out of range
     return dataclasses.replace(defaults, **{k: v for k, v in given.items() if v is not None})

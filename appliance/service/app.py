@@ -8,6 +8,7 @@ bearer token except for /health.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hmac
 import json
@@ -19,19 +20,27 @@ from typing import Any
 from aiohttp import web
 
 from appliance import __version__
-from appliance.errors import ApplianceError
+from appliance.errors import ApplianceError, ModelNotFound
 from appliance.models.loader import LoadedModel
-from appliance.service import chat_api, vendor_api
+from appliance.models.store import ModelStore
+from appliance.service import admin_api, chat_api, ollama_api, vendor_api
 from appliance.service.http_errors import HttpError, error_response
 from appliance.service.metrics import CONTENT_TYPE_LATEST
 from appliance.service.openapi import ERRORS, Handler, Reply, Route, openapi_document
+from appliance.service.request_origin import over_tcp
 from appliance.service.schemas import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
+    Completion,
+    CompletionRequest,
+    ErrorBody,
     HealthBody,
     OllamaChatChunk,
     OllamaChatRequest,
+    OllamaGenerateRequest,
+    OllamaModelRequest,
+    OllamaPullRequest,
 )
 from appliance.service.state import STATE, ServiceState
 from appliance.versions import versions
@@ -92,9 +101,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 @web.middleware
 async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    sockname = request.transport.get_extra_info("sockname") if request.transport else None
-    over_tcp = isinstance(sockname, tuple)
-    if over_tcp and request.path != "/health":
+    if over_tcp(request) and request.path != "/health":
         token = request.app[STATE].tcp_token
         given = request.headers.get("Authorization", "")
         scheme, _, value = given.partition(" ")
@@ -177,45 +184,35 @@ def _sampling(m: LoadedModel, state: ServiceState) -> dict[str, Any]:
     }
 
 
+def _openai_models(state: ServiceState) -> list[dict[str, Any]]:
+    """The loaded model, then (unless model.pinned) the installed ones a request may name."""
+    entries = []
+    served = state.model
+    if served is not None:
+        entries.append({"id": served.name, "created": int(state.started_wall)})
+    if not state.config.model.pinned:
+        for m in ModelStore().installed()[0]:
+            if served is None or not served.answers_to(m.name):
+                entries.append({"id": m.name, "created": int(m.path.stat().st_mtime)})
+    return [{**e, "object": "model", "owned_by": "llm-tpu"} for e in entries]
+
+
 async def v1_models(request: web.Request) -> web.Response:
+    entries = await asyncio.to_thread(_openai_models, request.app[STATE])
+    return web.json_response({"object": "list", "data": entries})
+
+
+async def v1_model(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    data = []
-    if state.model is not None:
-        created = int(state.started_wall)
-        data.append({"id": state.model.name, "object": "model", "created": created, "owned_by": "llm-tpu"})
-    return web.json_response({"object": "list", "data": data})
-
-
-def _ollama_model(state: ServiceState) -> dict[str, Any] | None:
-    m = state.model
-    if m is None:
-        return None
-    return {
-        "name": m.name,
-        "model": m.name,
-        "modified_at": _iso(state.started_wall),
-        "size": int(m.details.get("memory_need_bytes") or 0),
-        "digest": str(m.details.get("checksum") or ""),
-        "details": {
-            "family": str(m.details.get("family", "")),
-            "format": m.engine.info.kind,
-            "quantization_level": str(m.details.get("quantization", "")),
-        },
-    }
-
-
-async def api_tags(request: web.Request) -> web.Response:
-    entry = _ollama_model(request.app[STATE])
-    return web.json_response({"models": [entry] if entry else []})
-
-
-async def api_ps(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    entry = _ollama_model(state)
-    if entry is None or state.phase != "ready":
-        return web.json_response({"models": []})
-    entry.update(expires_at="9999-12-31T23:59:59Z", size_vram=entry["size"])
-    return web.json_response({"models": [entry]})
+    wanted = request.match_info["model"]
+    served = state.model
+    if served is not None and wanted and served.answers_to(wanted):
+        wanted = served.name
+    for entry in await asyncio.to_thread(_openai_models, state):
+        if entry["id"] == wanted:
+            return web.json_response(entry)
+    hint = "GET /v1/models lists the models a request may name"
+    raise ModelNotFound(f"model {wanted!r} is not served here", hint=hint)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -230,10 +227,6 @@ def _openapi_text() -> str:
 
 async def openapi(request: web.Request) -> web.Response:
     return web.Response(text=_openapi_text(), content_type="application/json")
-
-
-def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 _NDJSON = "application/x-ndjson"
@@ -281,9 +274,72 @@ ROUTES: tuple[Route, ...] = (
             **ERRORS,
         },
     ),
-    Route("GET", "/v1/models", v1_models, "OpenAI model list (the one loaded model)"),
-    Route("GET", "/api/tags", api_tags, "Ollama model list (the one loaded model)"),
-    Route("GET", "/api/ps", api_ps, "Ollama running models"),
+    Route(
+        "POST",
+        "/api/generate",
+        ollama_api.api_generate,
+        "Completion, Ollama shape: the prompt as one user turn (or as is with raw=true); NDJSON like /api/chat",
+        request=OllamaGenerateRequest,
+        responses={
+            "200": Reply("stream=true: one record per line, 'response' holds the text; stream=false: one"),
+            **ERRORS,
+        },
+    ),
+    Route(
+        "POST",
+        "/v1/completions",
+        chat_api.openai_completions,
+        "Text completion, OpenAI shape: the prompt as is (no chat template), text out; SSE when streaming",
+        request=CompletionRequest,
+        responses={
+            "200": Reply(
+                "stream=false: Completion; stream=true: text/event-stream of Completion chunks",
+                {"application/json": Completion, _SSE: Completion},
+            ),
+            **ERRORS,
+        },
+    ),
+    Route("GET", "/v1/models", v1_models, "OpenAI model list: the loaded model, then the installed ones"),
+    Route(
+        "GET",
+        "/v1/models/{model}",
+        v1_model,
+        "OpenAI model record of a model /v1/models lists; 404 for others",
+    ),
+    Route("GET", "/api/tags", ollama_api.api_tags, "Ollama model list: the loaded model, then the installed"),
+    Route("GET", "/api/ps", ollama_api.api_ps, "Ollama running models, with size_vram (TPU memory)"),
+    Route(
+        "POST",
+        "/api/show",
+        ollama_api.api_show,
+        "Ollama model details: template, parameters, model_info (nets, sampling, context), capabilities",
+        request=OllamaModelRequest,
+    ),
+    Route("GET", "/api/version", ollama_api.api_version, "the appliance's version (Ollama shape)"),
+    Route(
+        "POST",
+        "/api/embed",
+        ollama_api.api_embed,
+        "always 501: no served model produces embeddings",
+        responses={"501": Reply("not supported", {"application/json": ErrorBody})},
+    ),
+    Route(
+        "POST",
+        "/api/pull",
+        admin_api.api_pull,
+        "admin: install a model (catalog name, URL, dfss path, local .bmodel or directory); TCP needs "
+        "server.tcp.admin_api",
+        request=OllamaPullRequest,
+        responses={"200": Reply("status lines (NDJSON) or one status"), **ERRORS},
+    ),
+    Route(
+        "DELETE",
+        "/api/delete",
+        admin_api.api_delete,
+        "admin: delete an installed model (not the loaded one); TCP needs server.tcp.admin_api",
+        request=OllamaModelRequest,
+        responses={"200": Reply("removed"), **ERRORS},
+    ),
     Route("GET", "/api/status", status, "model, engine, versions, TPU devices and memory, queue, uptime"),
     Route(
         "GET",

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import web
 
-from appliance.errors import ApplianceError, ModelNotFound, ServiceStopping
+from appliance.errors import ApplianceError, ServiceStopping
 from appliance.generation.types import (
     Finished,
     GenerationEvent,
@@ -28,10 +28,27 @@ from appliance.models.names import check_model_name
 from appliance.service.http_errors import error_body
 from appliance.service.json_body import decode_json_body
 from appliance.service.scheduler import Job
-from appliance.service.schemas import ChatCompletionRequest, OllamaChatRequest, parse_request
+from appliance.service.schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    OllamaChatRequest,
+    parse_request,
+)
 from appliance.service.state import STATE
 
-__all__ = ["cancel_job", "chain", "collect", "ollama_chat", "openai_chat", "read_json", "start_job"]
+__all__ = [
+    "cancel_job",
+    "chain",
+    "chat_piece",
+    "collect",
+    "ollama_chat",
+    "ollama_respond",
+    "openai_chat",
+    "openai_completions",
+    "openai_respond",
+    "read_json",
+    "start_job",
+]
 
 _FINISH_REASON = {"stop": "stop", "length": "length", "context": "length", "cancelled": "stop"}
 
@@ -42,16 +59,24 @@ async def read_json(request: web.Request) -> Any:
     return decode_json_body(await request.read())
 
 
+# The request's options, given the served model's defaults (known once the model is loaded).
+OptionsFor = Callable[[GenerationOptions], GenerationOptions]
+
+
 async def start_job(
-    request: web.Request, model_name: str, messages: list[Message], options: GenerationOptions
+    request: web.Request,
+    model_name: str,
+    messages: list[Message],
+    options_for: OptionsFor,
+    keep_alive: float | str | None = None,
 ) -> tuple[Job, AsyncIterator[GenerationEvent], GenerationEvent, str]:
+    """Load the named model if needed (state.model_for), then queue the job with no await in between."""
     state = request.app[STATE]
-    served = state.require_model()
-    if not served.answers_to(model_name):
+    if model_name:
         check_model_name(model_name)  # a path or other non-name is a bad request, not an unknown model
-        raise ModelNotFound(
-            f"model {model_name!r} is not served here", hint=f"this appliance serves {served.name!r}"
-        )
+    served = await state.model_for(model_name, keep_alive)
+    options = options_for(served.defaults(state.config.generation))
+    served.generator.refuse_unsupported(options)
     served.generator.refuse_unfittable(messages, options)  # before a megabyte is tokenized
     job = state.scheduler.submit(messages, options, timeout_s=state.config.scheduler.request_timeout_s)
     events = state.scheduler.events(job)
@@ -83,21 +108,31 @@ def _now_iso() -> str:
 
 
 # -- Ollama ------------------------------------------------------------------------------------
-def _ollama_final(model: str, fin: Finished, content: str) -> dict[str, Any]:
+Piece = Callable[
+    [str], dict[str, Any]
+]  # a text piece in the route's shape: chat's message, generate's response
+
+
+def chat_piece(text: str) -> dict[str, Any]:
+    return {"message": {"role": "assistant", "content": text}}
+
+
+def _ollama_final(model: str, fin: Finished, content: str, piece: Piece = chat_piece) -> dict[str, Any]:
     t = fin.timings
     return {
         "model": model,
         "created_at": _now_iso(),
-        "message": {"role": "assistant", "content": content},
+        **piece(content),
         "done": True,
         "done_reason": fin.done_reason,
         "total_duration": t.total_duration,
         "load_duration": t.load_duration,
-        "prompt_eval_count": t.prompt_eval_count,
+        "prompt_eval_count": t.prompt_tokens,  # Ollama's count: the whole prompt, the cached part included
         "prompt_eval_duration": t.prompt_eval_duration,
         "eval_count": t.eval_count,
         "eval_duration": t.eval_duration,
-        # ours, beyond Ollama's record: the whole prompt (prefix reuse included) and when text began
+        # ours, beyond Ollama's record: the whole prompt, the part served from the KV cache (not computed
+        # again) and when text began
         "prompt_tokens": t.prompt_tokens,
         "reused_tokens": t.reused_tokens,
         "time_to_first_token": t.time_to_first_token,
@@ -119,14 +154,28 @@ async def collect(first: GenerationEvent, rest: AsyncIterator[GenerationEvent]) 
 async def ollama_chat(request: web.Request) -> web.StreamResponse:
     req = parse_request(OllamaChatRequest, await read_json(request))
     req.check_supported()
-    state = request.app[STATE]
-    options = req.to_options(state.require_model().defaults(state.config.generation))
-    job, rest, first, name = await start_job(request, req.model, req.to_messages(), options)
+    return await ollama_respond(
+        request, req.model, req.to_messages(), req.to_options, stream=req.stream, keep_alive=req.keep_alive
+    )
+
+
+async def ollama_respond(
+    request: web.Request,
+    model: str,
+    messages: list[Message],
+    options_for: OptionsFor,
+    *,
+    stream: bool,
+    piece: Piece = chat_piece,
+    keep_alive: float | str | None = None,
+) -> web.StreamResponse:
+    """Run a job and answer in Ollama's shape: NDJSON lines or one final record."""
+    job, rest, first, name = await start_job(request, model, messages, options_for, keep_alive)
     resp: web.StreamResponse | None = None
     try:
-        if not req.stream:
+        if not stream:
             final, notices = await collect(first, rest)
-            body = _ollama_final(name, final, final.text)
+            body = _ollama_final(name, final, final.text, piece)
             if notices:
                 body["notices"] = notices
             return web.json_response(body)
@@ -138,7 +187,7 @@ async def ollama_chat(request: web.Request) -> web.StreamResponse:
                     chunk: dict[str, Any] = {
                         "model": name,
                         "created_at": _now_iso(),
-                        "message": {"role": "assistant", "content": event.text},
+                        **piece(event.text),
                         "eval_count": event.tokens,  # ours: tokens so far (a piece may hold several)
                         "done": False,
                     }
@@ -146,18 +195,18 @@ async def ollama_chat(request: web.Request) -> web.StreamResponse:
                     chunk = {
                         "model": name,
                         "created_at": _now_iso(),
-                        "message": {"role": "assistant", "content": ""},
+                        **piece(""),
                         "done": False,
                         "notice": event.message,
                     }
                 else:
-                    chunk = _ollama_final(name, event, "")
+                    chunk = _ollama_final(name, event, "", piece)
                 await resp.write(json.dumps(chunk).encode() + b"\n")
         except ApplianceError as err:  # the last line: done, with a done_reason that says why
             last: dict[str, Any] = {
                 "model": name,
                 "created_at": _now_iso(),
-                "message": {"role": "assistant", "content": ""},
+                **piece(""),
                 "done": True,
                 "done_reason": err.code,
                 **error_body(err, openai=False),
@@ -189,26 +238,57 @@ def _sse(obj: dict[str, Any]) -> bytes:
 async def openai_chat(request: web.Request) -> web.StreamResponse:
     req = parse_request(ChatCompletionRequest, await read_json(request))
     req.check_supported()
-    state = request.app[STATE]
-    options = req.to_options(state.require_model().defaults(state.config.generation))
-    job, rest, first, name = await start_job(request, req.model, req.to_messages(), options)
-    ident, created = f"chatcmpl-{job.id}", int(time.time())
+    return await openai_respond(request, req, req.to_messages(), req.to_options, text_completion=False)
+
+
+async def openai_completions(request: web.Request) -> web.StreamResponse:
+    """/v1/completions: the prompt as is, text out (no chat template)."""
+    req = parse_request(CompletionRequest, await read_json(request))
+    req.check_supported()
+    return await openai_respond(request, req, req.to_messages(), req.to_options, text_completion=True)
+
+
+async def openai_respond(
+    request: web.Request,
+    req: ChatCompletionRequest | CompletionRequest,
+    messages: list[Message],
+    options_for: OptionsFor,
+    *,
+    text_completion: bool,
+) -> web.StreamResponse:
+    """Run a job and answer in OpenAI's shape: a chat completion or a text completion, SSE or one body."""
+    job, rest, first, name = await start_job(request, req.model, messages, options_for)
+    prefix, obj = ("cmpl", "text_completion") if text_completion else ("chatcmpl", "chat.completion")
+    ident, created = f"{prefix}-{job.id}", int(time.time())
+
+    def choice(text: str | None, finish: str | None, *, role: bool = False) -> dict[str, Any]:
+        if text_completion:
+            return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
+        delta: dict[str, Any] = {} if text is None else {"content": text}
+        if role:
+            delta["role"] = "assistant"
+        return {"index": 0, "delta": delta, "finish_reason": finish}
+
     resp: web.StreamResponse | None = None
     try:
         if not req.stream:
             final, notices = await collect(first, rest)
+            finish = _FINISH_REASON[final.done_reason]
+            whole: dict[str, Any] = (
+                {"index": 0, "text": final.text, "logprobs": None, "finish_reason": finish}
+                if text_completion
+                else {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": final.text},
+                    "finish_reason": finish,
+                }
+            )
             body: dict[str, Any] = {
                 "id": ident,
-                "object": "chat.completion",
+                "object": obj,
                 "created": created,
                 "model": name,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": final.text},
-                        "finish_reason": _FINISH_REASON[final.done_reason],
-                    }
-                ],
+                "choices": [whole],
                 "usage": _usage(final),
             }
             if notices:
@@ -217,20 +297,26 @@ async def openai_chat(request: web.Request) -> web.StreamResponse:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
-        base = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": name}
+        base = {
+            "id": ident,
+            "object": obj if text_completion else "chat.completion.chunk",
+            "created": created,
+            "model": name,
+        }
 
-        def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
-            return _sse({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra})
+        def chunk(one: dict[str, Any], **extra: Any) -> bytes:
+            return _sse({**base, "choices": [one], **extra})
 
-        await resp.write(chunk({"role": "assistant", "content": ""}))
+        if not text_completion:
+            await resp.write(chunk(choice("", None, role=True)))
         try:
             async for event in chain(first, rest):
                 if isinstance(event, TextDelta):
-                    await resp.write(chunk({"content": event.text}))
+                    await resp.write(chunk(choice(event.text, None)))
                 elif isinstance(event, Notice):
-                    await resp.write(chunk({}, notice=event.message))
+                    await resp.write(chunk(choice(None, None), notice=event.message))
                 else:
-                    await resp.write(chunk({}, _FINISH_REASON[event.done_reason]))
+                    await resp.write(chunk(choice(None, _FINISH_REASON[event.done_reason])))
                     if include_usage:
                         await resp.write(_sse({**base, "choices": [], "usage": _usage(event)}))
         except ApplianceError as err:

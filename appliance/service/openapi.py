@@ -45,7 +45,7 @@ ERRORS: Mapping[str, Reply] = {
 
 @dataclass(frozen=True)
 class Route:
-    method: Literal["GET", "POST"]
+    method: Literal["GET", "POST", "DELETE"]
     path: str
     handler: Handler
     summary: str

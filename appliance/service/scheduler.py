@@ -168,7 +168,8 @@ class Scheduler:
         self._inbox.put(task)
         return await fut
 
-    def set_generator(self, generator: ChatGenerator) -> None:
+    def set_generator(self, generator: ChatGenerator | None) -> None:
+        """The generator new jobs run on; None while no model is loaded (models on demand)."""
         self._generator = generator
 
     # -- submitting and consuming --------------------------------------------------------------

@@ -16,14 +16,20 @@ from appliance.errors import InvalidRequest
 from appliance.generation.types import GenerationOptions, Message, options_with_defaults, validate_messages
 
 __all__ = [
+    "OPENAI_IGNORED_FIELDS",
     "ChatCompletion",
     "ChatCompletionChunk",
     "ChatCompletionRequest",
+    "Completion",
+    "CompletionRequest",
     "ErrorBody",
     "HealthBody",
     "OllamaChatChunk",
     "OllamaChatRequest",
+    "OllamaGenerateRequest",
+    "OllamaModelRequest",
     "OllamaOptions",
+    "OllamaPullRequest",
     "parse_request",
 ]
 
@@ -55,6 +61,39 @@ class OllamaOptions(_Request):
     seed: int | None = Field(None, ge=0)
     stop: list[str] | None = None
     num_predict: int | None = Field(None, ge=-2)
+    presence_penalty: float | None = Field(None, ge=-2, le=2, description="host sampler only (logits)")
+    frequency_penalty: float | None = Field(None, ge=-2, le=2, description="host sampler only (logits)")
+
+    def to_options(self, defaults: GenerationOptions, *, raw_prompt: bool = False) -> GenerationOptions:
+        max_tokens = self.num_predict
+        if max_tokens is not None and max_tokens < 0:
+            max_tokens = UNLIMITED_TOKENS
+        if max_tokens == 0:
+            raise InvalidRequest("options.num_predict must not be 0", hint="use -1 for no limit, or >= 1")
+        return options_with_defaults(
+            defaults,
+            max_tokens=max_tokens,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
+            repetition_penalty=self.repeat_penalty,
+            repeat_last_n=self.repeat_last_n,
+            seed=self.seed,
+            stop=self.stop,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+            raw_prompt=raw_prompt,
+        )
+
+
+KeepAlive = float | str | None  # seconds, or a duration ("5m", "1h30m"); 0 unloads now, negative never
+
+
+def _refuse_format_and_think(req: OllamaChatRequest | OllamaGenerateRequest) -> None:
+    if req.format not in (None, ""):
+        raise InvalidRequest("format: structured (JSON) output is not supported", hint="omit 'format'")
+    if req.think not in (None, False):
+        raise InvalidRequest("think: thinking mode is not supported", hint="omit 'think'")
 
 
 class OllamaChatRequest(_Request):
@@ -63,7 +102,7 @@ class OllamaChatRequest(_Request):
     stream: bool = True
     options: OllamaOptions | None = None
     format: str | dict[str, Any] | None = None
-    keep_alive: float | str | None = None  # the one model stays loaded; accepted for compatibility
+    keep_alive: KeepAlive = None
     tools: list[dict[str, Any]] | None = None
     think: bool | str | None = None
 
@@ -71,36 +110,85 @@ class OllamaChatRequest(_Request):
         for i, m in enumerate(self.messages):
             if m.images:
                 raise InvalidRequest(f"messages[{i}].images: this model takes text only")
-        if self.format not in (None, ""):
-            raise InvalidRequest("format: structured (JSON) output is not supported", hint="omit 'format'")
+        _refuse_format_and_think(self)
         if self.tools:
             raise InvalidRequest(
                 "tools: tool calling is not supported by this appliance", hint="omit 'tools'"
             )
-        if self.think not in (None, False):
-            raise InvalidRequest("think: thinking mode is not supported", hint="omit 'think'")
 
     def to_options(self, defaults: GenerationOptions) -> GenerationOptions:
-        o = self.options or OllamaOptions.model_validate({})
-        max_tokens = o.num_predict
-        if max_tokens is not None and max_tokens < 0:
-            max_tokens = UNLIMITED_TOKENS
-        if max_tokens == 0:
-            raise InvalidRequest("options.num_predict must not be 0", hint="use -1 for no limit, or >= 1")
-        return options_with_defaults(
-            defaults,
-            max_tokens=max_tokens,
-            temperature=o.temperature,
-            top_k=o.top_k,
-            top_p=o.top_p,
-            repetition_penalty=o.repeat_penalty,
-            repeat_last_n=o.repeat_last_n,
-            seed=o.seed,
-            stop=o.stop,
-        )
+        return (self.options or OllamaOptions.model_validate({})).to_options(defaults)
 
     def to_messages(self) -> list[Message]:
         return validate_messages([{"role": m.role, "content": m.content} for m in self.messages])
+
+
+class OllamaGenerateRequest(_Request):
+    """/api/generate. ``context`` (the token ids a previous answer returned) is accepted and ignored:
+    the service keeps the KV cache of the last prompt and reuses its prefix by itself."""
+
+    model: str = ""
+    prompt: str = ""
+    system: str | None = None
+    raw: bool = False
+    stream: bool = True
+    options: OllamaOptions | None = None
+    context: list[int] | None = Field(None, description="accepted and ignored (prefix reuse is automatic)")
+    keep_alive: KeepAlive = None
+    format: str | dict[str, Any] | None = None
+    think: bool | str | None = None
+    suffix: str | None = None
+    template: str | None = None
+    images: list[str] | None = None
+
+    def check_supported(self) -> None:
+        _refuse_format_and_think(self)
+        if self.images:
+            raise InvalidRequest("images: this model takes text only", hint="omit 'images'")
+        if self.suffix:
+            raise InvalidRequest("suffix: fill-in-the-middle is not supported", hint="omit 'suffix'")
+        if self.template:
+            raise InvalidRequest(
+                "template: a per-request prompt template is not supported",
+                hint="omit 'template' (the model's own chat template is used), or send raw=true",
+            )
+        if self.raw and self.system:
+            raise InvalidRequest("system: a raw prompt has no template to put it in", hint="omit one of them")
+
+    def to_options(self, defaults: GenerationOptions) -> GenerationOptions:
+        opts = self.options or OllamaOptions.model_validate({})
+        return opts.to_options(defaults, raw_prompt=self.raw)
+
+    def to_messages(self) -> list[Message]:
+        if self.raw:
+            return [Message("user", self.prompt)]
+        system = [{"role": "system", "content": self.system}] if self.system else []
+        return validate_messages([*system, {"role": "user", "content": self.prompt}])
+
+
+class OllamaModelRequest(_Request):
+    """/api/show and /api/delete: ``model`` (``name`` is the older spelling)."""
+
+    model: str = ""
+    name: str = ""
+    verbose: bool = False
+
+    @property
+    def ref(self) -> str:
+        ref = self.model or self.name
+        if not ref:
+            raise InvalidRequest("model is missing", hint="name a model, as /api/tags lists them")
+        return ref
+
+
+class OllamaPullRequest(OllamaModelRequest):
+    """/api/pull: what `llm-tpu models pull` takes (catalog name, URL, dfss path) or a local model path."""
+
+    stream: bool = True
+    insecure: bool = Field(False, description="accepted and ignored (downloads check their sha256)")
+    tokenizer: str | None = Field(None, description="extension: tokenizer for a bare .bmodel")
+    sha256: str | None = Field(None, description="extension: expected sha256 of the weights")
+    install_as: str | None = Field(None, description="extension: the name to install under")
 
 
 class OllamaChatChunk(BaseModel):
@@ -153,13 +241,38 @@ class StreamOptions(_Request):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(_Request):
+# Fields every OpenAI-compatible server accepts that change nothing about a local generation.
+OPENAI_IGNORED_FIELDS = (
+    "store",
+    "metadata",
+    "user",
+    "parallel_tool_calls",
+    "service_tier",
+    "prompt_cache_key",
+    "reasoning_effort",
+    "modalities",
+    "verbosity",
+)
+
+
+class _OpenAIRequest(_Request):
+    """The OpenAI fields that are accepted and ignored (OPENAI_IGNORED_FIELDS), and the sampling shared by
+    /v1/chat/completions and /v1/completions."""
+
+    store: bool | None = Field(None, description="accepted and ignored")
+    metadata: dict[str, Any] | None = Field(None, description="accepted and ignored")
+    user: str | None = Field(None, description="accepted and ignored")
+    parallel_tool_calls: bool | None = Field(None, description="accepted and ignored")
+    service_tier: str | None = Field(None, description="accepted and ignored")
+    prompt_cache_key: str | None = Field(None, description="accepted and ignored (prefix reuse is automatic)")
+    reasoning_effort: str | None = Field(None, description="accepted and ignored")
+    modalities: list[str] | None = Field(None, description="accepted and ignored (text only)")
+    verbosity: str | None = Field(None, description="accepted and ignored")
+
     model: str = ""
-    messages: list[OpenAIMessage]
     stream: bool = False
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     top_k: int | None = Field(None, ge=0, description="extension (vLLM): top-k sampling")
@@ -168,14 +281,8 @@ class ChatCompletionRequest(_Request):
     seed: int | None = Field(None, ge=0)
     stop: str | list[str] | None = None
     n: int | None = None
-    frequency_penalty: float | None = None
-    presence_penalty: float | None = None
-    logprobs: bool | None = None
-    top_logprobs: int | None = None
-    response_format: dict[str, Any] | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
-    user: str | None = None  # an end-user id for abuse tracking; not a generation parameter
+    frequency_penalty: float | None = Field(None, ge=-2, le=2, description="host sampler only (logits)")
+    presence_penalty: float | None = Field(None, ge=-2, le=2, description="host sampler only (logits)")
 
     @field_validator("stop")
     @classmethod
@@ -184,14 +291,46 @@ class ChatCompletionRequest(_Request):
             raise ValueError("at most 16 stop strings")
         return value
 
-    def check_supported(self) -> None:
+    def _check_common(self) -> None:
         if self.n not in (None, 1):
             raise InvalidRequest(f"n={self.n}: only one choice per request is supported", hint="omit 'n'")
-        for name in ("frequency_penalty", "presence_penalty"):
-            if getattr(self, name) not in (None, 0, 0.0):
-                raise InvalidRequest(
-                    f"{name} is not supported", hint="use 'repetition_penalty' (e.g. 1.1) instead"
-                )
+        if self.modalities and set(self.modalities) - {"text"}:
+            raise InvalidRequest(
+                f"modalities: only 'text' is produced here, not {sorted(set(self.modalities) - {'text'})}",
+                hint="omit 'modalities'",
+            )
+
+    def _options(
+        self, defaults: GenerationOptions, max_tokens: int | None, *, raw_prompt: bool = False
+    ) -> GenerationOptions:
+        stop = [self.stop] if isinstance(self.stop, str) else self.stop
+        return options_with_defaults(
+            defaults,
+            max_tokens=max_tokens,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
+            repetition_penalty=self.repetition_penalty,
+            repeat_last_n=self.repeat_last_n,
+            seed=self.seed,
+            stop=stop,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+            raw_prompt=raw_prompt,
+        )
+
+
+class ChatCompletionRequest(_OpenAIRequest):
+    messages: list[OpenAIMessage]
+    max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    response_format: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+
+    def check_supported(self) -> None:
+        self._check_common()
         if self.logprobs or self.top_logprobs:
             raise InvalidRequest("logprobs are not supported", hint="omit 'logprobs'")
         if self.response_format and self.response_format.get("type") not in (None, "text"):
@@ -202,18 +341,7 @@ class ChatCompletionRequest(_Request):
             )
 
     def to_options(self, defaults: GenerationOptions) -> GenerationOptions:
-        stop = [self.stop] if isinstance(self.stop, str) else self.stop
-        return options_with_defaults(
-            defaults,
-            max_tokens=self.max_completion_tokens or self.max_tokens,
-            temperature=self.temperature,
-            top_k=self.top_k,
-            top_p=self.top_p,
-            repetition_penalty=self.repetition_penalty,
-            repeat_last_n=self.repeat_last_n,
-            seed=self.seed,
-            stop=stop,
-        )
+        return self._options(defaults, self.max_completion_tokens or self.max_tokens)
 
     def to_messages(self) -> list[Message]:
         raw = [
@@ -223,11 +351,59 @@ class ChatCompletionRequest(_Request):
         return validate_messages(raw)
 
 
+class CompletionRequest(_OpenAIRequest):
+    """/v1/completions: the prompt is the model's whole input, tokenized as is (no chat template)."""
+
+    prompt: str | list[str]
+    echo: bool = False
+    suffix: str | None = None
+    logprobs: int | None = None
+    best_of: int | None = None
+    logit_bias: dict[str, float] | None = None
+
+    def check_supported(self) -> None:
+        self._check_common()
+        if isinstance(self.prompt, list) and len(self.prompt) != 1:
+            raise InvalidRequest(
+                f"prompt: {len(self.prompt)} prompts in one request; one is supported",
+                hint="send one string (or a list of one)",
+            )
+        if self.echo:
+            raise InvalidRequest("echo is not supported", hint="omit 'echo' (prepend the prompt yourself)")
+        if self.suffix:
+            raise InvalidRequest("suffix: fill-in-the-middle is not supported", hint="omit 'suffix'")
+        if self.logprobs:
+            raise InvalidRequest("logprobs are not supported", hint="omit 'logprobs'")
+        if self.best_of not in (None, 1):
+            raise InvalidRequest(f"best_of={self.best_of}: only one candidate is generated", hint="omit it")
+        if self.logit_bias:
+            raise InvalidRequest("logit_bias is not supported", hint="omit 'logit_bias'")
+
+    @property
+    def text(self) -> str:
+        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+
+    def to_options(self, defaults: GenerationOptions) -> GenerationOptions:
+        return self._options(defaults, self.max_tokens, raw_prompt=True)
+
+    def to_messages(self) -> list[Message]:
+        return [Message("user", self.text)]
+
+
 class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
     prompt_tokens_details: dict[str, int] | None = None  # cached_tokens: prompt served from the KV cache
+
+
+class Completion(BaseModel):
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    choices: list[dict[str, Any]]
+    usage: Usage | None = None
 
 
 class ChatCompletion(BaseModel):

@@ -36,6 +36,7 @@ from appliance.service import systemd_integration as sd
 from appliance.service.app import create_app
 from appliance.service.connection_guard import CappedSockSite, ListenerGuard
 from appliance.service.metrics import ServiceMetrics
+from appliance.service.model_switch import ModelSwitcher
 from appliance.service.scheduler import Scheduler
 from appliance.service.state import DeviceProbe, ServiceState, device_nodes
 
@@ -185,6 +186,8 @@ class ServiceRunner:
         self.state = ServiceState(
             config=self.config, scheduler=self.scheduler, metrics=self.metrics, device_probe=device_probe
         )
+        self.switcher = ModelSwitcher(self.state, model_loader)
+        self.state.switcher = self.switcher
         self._runner: web.AppRunner | None = None
         self._own_socket: Path | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -194,6 +197,7 @@ class ServiceRunner:
 
     # -- systemd status ------------------------------------------------------------------------
     def _status_changed(self, running: int, waiting: int) -> None:
+        self.switcher.activity(running, waiting)
         if self.state.phase != "ready" or self.state.model is None:
             return
         if running or waiting:
@@ -281,8 +285,11 @@ class ServiceRunner:
         if self.state.phase == "stopping":
             await self.scheduler.run_on_engine_thread(model.close)
             return
+        model.generator.forget_load_duration()  # the start-up load belongs to no request
         self.state.model = model
         self.scheduler.set_generator(model.generator)
+        self.switcher.configured_names = frozenset({model.name, *model.aliases})
+        self._tasks.append(asyncio.create_task(self.switcher.expiry_loop()))
         self.state.phase = "ready"
         self.metrics.model_state.state("ready")
         self.metrics.load_seconds.set(model.load_duration_ns / 1e9)

@@ -8,15 +8,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from appliance.config.schema import ApplianceConfig
-from appliance.errors import ApplianceError, ServiceUnavailable
+from appliance.errors import ApplianceError, ModelNotFound, ServiceUnavailable
 from appliance.models.loader import LoadedModel
 from appliance.service.metrics import ServiceMetrics
 from appliance.service.scheduler import Scheduler
+
+if TYPE_CHECKING:
+    from appliance.service.model_switch import ModelSwitcher
 
 __all__ = ["STATE", "DeviceProbe", "ServiceState", "device_nodes"]
 
@@ -48,6 +51,22 @@ class ServiceState:
     started: float = field(default_factory=time.monotonic)
     started_wall: float = field(default_factory=time.time)
     device_probe: DeviceProbe = device_nodes
+    switcher: ModelSwitcher | None = None  # models on demand (set by the runner)
+
+    async def model_for(self, requested: str, keep_alive: float | str | None = None) -> LoadedModel:
+        """The loaded model ``requested`` names, switching models when needed (model_switch.py); without a
+        switcher (a bare app in tests) the one loaded model."""
+        from appliance.service.model_switch import request_keep_alive
+
+        ka = request_keep_alive(keep_alive)
+        if self.switcher is not None:
+            return await self.switcher.acquire(requested, ka)
+        served = self.require_model()
+        if not served.answers_to(requested):
+            raise ModelNotFound(
+                f"model {requested!r} is not served here", hint=f"this appliance serves {served.name!r}"
+            )
+        return served
 
     def require_model(self) -> LoadedModel:
         if self.phase == "stopping":

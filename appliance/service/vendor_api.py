@@ -22,7 +22,6 @@ from appliance.generation.types import Message, TextDelta, validate_messages
 from appliance.service.chat_api import cancel_job, chain, collect, read_json, start_job
 from appliance.service.http_errors import error_body
 from appliance.service.schemas import parse_request
-from appliance.service.state import STATE
 
 __all__ = ["VendorChatRequest", "vendor_chat"]
 
@@ -59,9 +58,7 @@ def _event(text: str) -> bytes:
 
 async def vendor_chat(request: web.Request) -> web.StreamResponse:
     req = parse_request(VendorChatRequest, await read_json(request))
-    state = request.app[STATE]
-    options = state.require_model().defaults(state.config.generation)
-    job, rest, first, _name = await start_job(request, "", req.to_messages(), options)
+    job, rest, first, _name = await start_job(request, "", req.to_messages(), lambda defaults: defaults)
     resp: web.StreamResponse | None = None
     try:
         if not req.stream:

@@ -1,0 +1,80 @@
+"""The admin routes, /api/pull and /api/delete: install a model into the store, delete one from it.
+
+They are what `llm-tpu models pull` / `models import` / `models rm` do (provisioning.pull and
+provisioning.install, the same code), reached over the API. On the Unix socket they are allowed (the
+socket's group, llm-tpu, is the access control); over TCP only with ``server.tcp.admin_api: true``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from aiohttp import web
+
+from appliance.errors import ApplianceError
+from appliance.service.chat_api import read_json
+from appliance.service.http_errors import HttpError, error_body
+from appliance.service.request_origin import over_tcp
+from appliance.service.schemas import OllamaModelRequest, OllamaPullRequest, parse_request
+from appliance.service.state import STATE
+from provisioning import install
+from provisioning.pull import pull
+
+__all__ = ["api_delete", "api_pull"]
+
+
+def _check_admin(request: web.Request, what: str) -> None:
+    if over_tcp(request) and not request.app[STATE].config.server.tcp.admin_api:
+        raise HttpError(
+            403,
+            "admin_api_disabled",
+            f"{what} is an admin operation and is refused over TCP",
+            "use the Unix socket on the box (or `llm-tpu models ...`), or set server.tcp.admin_api: true",
+        )
+
+
+def _install(req: OllamaPullRequest) -> Path:
+    ref = req.ref
+    path = Path(ref).expanduser()
+    if path.is_dir():  # a model directory on the box: `llm-tpu models import`
+        return install.import_model(path, req.install_as)
+    # a catalog name, URL, dfss path or a local .bmodel: `llm-tpu models pull`
+    return pull(ref, name=req.install_as, sha256=req.sha256, tokenizer=req.tokenizer, progress=False)
+
+
+async def api_pull(request: web.Request) -> web.StreamResponse:
+    req = parse_request(OllamaPullRequest, await read_json(request))
+    _check_admin(request, "/api/pull")
+    ref = req.ref
+    if not req.stream:
+        path = await asyncio.to_thread(_install, req)
+        return web.json_response({"status": "success", "installed": str(path)})
+    resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    await resp.prepare(request)
+    await resp.write(json.dumps({"status": f"pulling {ref}"}).encode() + b"\n")
+    try:
+        path = await asyncio.to_thread(_install, req)
+    except ApplianceError as err:
+        await resp.write(json.dumps(error_body(err, openai=False)).encode() + b"\n")
+    else:
+        line = {"status": "success", "installed": str(path)}
+        await resp.write(json.dumps(line).encode() + b"\n")
+    await resp.write_eof()
+    return resp
+
+
+async def api_delete(request: web.Request) -> web.Response:
+    req = parse_request(OllamaModelRequest, await read_json(request))
+    _check_admin(request, "/api/delete")
+    served = request.app[STATE].model
+    if served is not None and served.answers_to(req.ref):
+        raise HttpError(
+            409,
+            "model_in_use",
+            f"model {req.ref!r} is the one loaded and serving",
+            "serve another model first (model.ref in the config), then delete this one",
+        )
+    path = await asyncio.to_thread(install.remove_model, req.ref)
+    return web.json_response({"status": "success", "removed": str(path)})
