@@ -17,11 +17,12 @@ from typing import Any
 
 import httpx
 import pytest
-from support.service import TINY_HF, InProcessService, in_process
+from support.service import http_client, in_process, install_model, running_models
 
 from appliance.config.schema import ModelSection
 from appliance.errors import InsufficientTPUMemory
 from appliance.models.store import ModelStore
+from appliance.service.model_info import installed_entry
 
 SLOW = {"scripted": {"step_delay_ms": 20.0}}
 
@@ -33,17 +34,6 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
-def _http(svc: InProcessService) -> httpx.Client:
-    return httpx.Client(
-        transport=httpx.HTTPTransport(uds=svc.socket), base_url="http://localhost", timeout=60
-    )
-
-
-def _install(client: httpx.Client, name: str) -> None:
-    body = client.post("/api/pull", json={"model": str(TINY_HF), "install_as": name, "stream": False})
-    assert body.status_code == 200, body.text
-
-
 def _chat(client: httpx.Client, model: str, **extra: Any) -> dict[str, Any]:
     body = {"model": model, "messages": [{"role": "user", "content": "Hi"}], "stream": False, **extra}
     body.setdefault("options", {"num_predict": 3})
@@ -53,15 +43,10 @@ def _chat(client: httpx.Client, model: str, **extra: Any) -> dict[str, Any]:
     return data
 
 
-def _ps(client: httpx.Client) -> list[dict[str, Any]]:
-    models: list[dict[str, Any]] = client.get("/api/ps").json()["models"]
-    return models
-
-
 def test_a_request_naming_another_model_switches_to_it(tmp_path: Path, store: Path) -> None:
     with in_process(tmp_path, model=SLOW) as svc:
-        client = _http(svc)
-        _install(client, "tiny-b")
+        client = http_client(svc)
+        install_model(client, "tiny-b")
         first = _chat(client, "scripted")
         assert first["load_duration"] == 0  # the start-up load is nobody's
         # a long answer from the loaded model is running when a request names the other one
@@ -78,12 +63,16 @@ def test_a_request_naming_another_model_switches_to_it(tmp_path: Path, store: Pa
         long = results["long"]
         assert long["done_reason"] == "length" and long["eval_count"] == 40  # it ran to its end first
         assert switched["model"] == "tiny-b" and switched["load_duration"] > 0  # this request paid the load
-        assert [m["model"] for m in _ps(client)] == ["tiny-b"]
+        assert [m["model"] for m in running_models(client)] == ["tiny-b"]
         again = _chat(client, "tiny-b")
         assert again["load_duration"] == 0
         back = _chat(client, "scripted")
         assert back["model"] == "scripted" and back["load_duration"] > 0
-        assert [m["model"] for m in _ps(client)] == ["scripted"]
+        assert [m["model"] for m in running_models(client)] == ["scripted"]
+        load = client.post("/api/generate", json={"model": "tiny-b", "stream": False}).json()
+        assert load["done_reason"] == "load" and load["load_duration"] > 0  # an empty prompt only loads
+        assert [m["model"] for m in running_models(client)] == ["tiny-b"]
+        assert _chat(client, "tiny-b")["load_duration"] == 0  # the load was the loading request's
         missing = client.post(
             "/api/chat", json={"model": "nope", "messages": [{"role": "user", "content": "x"}]}
         )
@@ -93,24 +82,24 @@ def test_a_request_naming_another_model_switches_to_it(tmp_path: Path, store: Pa
 
 def test_keep_alive_unloads(tmp_path: Path, store: Path) -> None:
     with in_process(tmp_path) as svc:
-        client = _http(svc)
+        client = http_client(svc)
         _chat(client, "scripted", keep_alive=-1)
-        assert _ps(client)[0]["expires_at"].startswith("9999")
+        assert running_models(client)[0]["expires_at"].startswith("9999")
         unload = client.post("/api/generate", json={"model": "scripted", "keep_alive": 0}).json()
         assert unload["done_reason"] == "unload"
-        assert _ps(client) == []
+        assert running_models(client) == []
         assert client.get("/health").json()["status"] == "ok"  # unloaded is not broken
         reloaded = _chat(client, "scripted", keep_alive="1s")
         assert reloaded["load_duration"] > 0
-        expires = _ps(client)[0]["expires_at"]
+        expires = running_models(client)[0]["expires_at"]
         assert not expires.startswith("9999")
         deadline = time.monotonic() + 10
-        while _ps(client) and time.monotonic() < deadline:
+        while running_models(client) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert _ps(client) == []  # unloaded after its keep_alive of idle time
+        assert running_models(client) == []  # unloaded after its keep_alive of idle time
         _chat(client, "scripted", keep_alive="1s")
         _chat(client, "scripted")  # no keep_alive: the default again (model.keep_alive, -1: never)
-        assert _ps(client)[0]["expires_at"].startswith("9999")
+        assert running_models(client)[0]["expires_at"].startswith("9999")
         bad = client.post(
             "/api/chat", json={"messages": [{"role": "user", "content": "x"}], "keep_alive": "soon"}
         )
@@ -119,16 +108,16 @@ def test_keep_alive_unloads(tmp_path: Path, store: Path) -> None:
 
 def test_pinned_model_never_switches_or_unloads(tmp_path: Path, store: Path) -> None:
     with in_process(tmp_path, model={"pinned": True}) as svc:
-        client = _http(svc)
-        _install(client, "tiny-b")
+        client = http_client(svc)
+        install_model(client, "tiny-b")
         refused = client.post(
             "/api/chat", json={"model": "tiny-b", "messages": [{"role": "user", "content": "x"}]}
         )
         assert refused.status_code == 404 and "model.pinned" in refused.json()["hint"]
         _chat(client, "scripted", keep_alive=0)
         time.sleep(0.5)
-        assert [m["model"] for m in _ps(client)] == ["scripted"]
-        assert _ps(client)[0]["expires_at"].startswith("9999")
+        assert [m["model"] for m in running_models(client)] == ["scripted"]
+        assert running_models(client)[0]["expires_at"].startswith("9999")
         assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["scripted"]
 
 
@@ -137,8 +126,8 @@ def test_a_model_that_cannot_fit_is_refused_before_unloading(tmp_path: Path, sto
         return {"devices": [], "heaps": {"npu": {"name": "npu", "size_mib": 1000, "used_mib": 700}}}
 
     with in_process(tmp_path, device_probe=probe) as svc:
-        client = _http(svc)
-        _install(client, "tiny-b")
+        client = http_client(svc)
+        install_model(client, "tiny-b")
         installed = next(m for m in ModelStore().installed()[0] if m.name == "tiny-b")
         switcher = svc.runner.switcher
         tpu = ModelSection(ref=str(installed.path), engine="auto")
@@ -149,6 +138,8 @@ def test_a_model_that_cannot_fit_is_refused_before_unloading(tmp_path: Path, sto
                 manifest=dataclasses.replace(installed.manifest, engine="bmrt", memory_need_bytes=mib << 20),
             )
 
+        assert installed_entry(needing(300))["size_vram"] == 300 << 20  # /api/tags: the need the picker shows
+        assert installed_entry(installed)["size_vram"] == 0  # a host model holds no TPU memory
         switcher.check_memory(needing(300), tpu)  # 300 MiB free: fits
         with pytest.raises(InsufficientTPUMemory) as info:
             switcher.check_memory(needing(301), tpu)

@@ -94,6 +94,11 @@ class Generator:
         """The load is not charged to the next response (the service's start-up load belongs to no request)."""
         self._pending_load_ns = 0
 
+    def take_load_duration(self) -> int:
+        """The load still to be charged, now charged to the caller (a request that only loads the model)."""
+        load_ns, self._pending_load_ns = self._pending_load_ns, 0
+        return load_ns
+
     def charge_load_duration(self, load_ns: int) -> None:
         """The next response reports ``load_ns`` as its load_duration (a load that request caused)."""
         self._pending_load_ns = load_ns

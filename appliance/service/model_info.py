@@ -94,6 +94,7 @@ def loaded_entry(m: LoadedModel, modified: float) -> dict[str, Any]:
         "model": m.name,
         "modified_at": iso_time(modified),
         "size": files_size(model_path(m)),
+        "size_vram": size_vram(m),
         "digest": str(m.details.get("checksum") or ""),
         "details": _details(
             str(m.details.get("family", "")), m.engine.info.kind, str(m.details.get("quantization") or "")
@@ -108,6 +109,7 @@ def installed_entry(model: InstalledModel) -> dict[str, Any]:
         "model": man.name,
         "modified_at": iso_time(model.path.stat().st_mtime),
         "size": sum(f.size for f in man.files) or files_size(model.path),
+        "size_vram": (man.memory_need_bytes or 0) if man.engine in TPU_ENGINES else 0,
         "digest": man.checksum or "",
         "details": _details(man.family or "", man.engine, man.quantization or ""),
     }

@@ -48,6 +48,7 @@ async def api_generate(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     if not req.prompt and not req.system:  # Ollama: an empty prompt only loads (keep_alive 0: unloads)
         served = await state.model_for(req.model, req.keep_alive)
+        load_ns = served.generator.take_load_duration()  # this request caused the load, not the next one
         reason = "load"
         if state.switcher is not None and state.switcher.keep_alive_s == 0:
             await state.switcher.unload_if_idle_expired()
@@ -59,6 +60,7 @@ async def api_generate(request: web.Request) -> web.StreamResponse:
                 "response": "",
                 "done": True,
                 "done_reason": reason,
+                "load_duration": load_ns,
             }
         )
     return await ollama_respond(

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 
 from appliance.client import ServiceClient
@@ -108,6 +109,26 @@ def in_process(
         yield service
     finally:
         service.stop()
+
+
+def http_client(svc: InProcessService) -> httpx.Client:
+    """A plain httpx client on the service's socket (for raw requests and status codes)."""
+    return httpx.Client(
+        transport=httpx.HTTPTransport(uds=svc.socket), base_url="http://localhost", timeout=60
+    )
+
+
+def install_model(client: httpx.Client, name: str) -> None:
+    """Install the fixture model (the tiny tokenizer directory) under ``name`` through /api/pull: a second
+    model the service can switch to. The models directory is LLM_TPU_MODELS_DIR (set it to a temporary one)."""
+    body = client.post("/api/pull", json={"model": str(TINY_HF), "install_as": name, "stream": False})
+    assert body.status_code == 200, body.text
+
+
+def running_models(client: httpx.Client) -> list[dict[str, Any]]:
+    """/api/ps: the loaded model's record, or nothing."""
+    models: list[dict[str, Any]] = client.get("/api/ps").json()["models"]
+    return models
 
 
 def curl(
