@@ -36,11 +36,15 @@ def test_a_version_1_file_is_migrated_to_the_latest_and_keeps_its_chats(tmp_path
     assert store._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == len(MIGRATIONS)
     (chat,) = store.chats()
     assert chat.title == "old" and chat.params == ChatParams(system="be brief")
+    assert chat.model == ""  # v4: an old chat names no model, the service's configured one answers it
+    assert store.set_model(chat.id, "tiny-b").model == "tiny-b"
     (msg,) = store.messages(chat.id)
     assert (msg.role, msg.content, msg.note) == ("user", "hi", "")
     store.set_setting("theme", "nord")  # v3's table exists
     store.close()
-    assert ChatStore(path).setting("theme") == "nord"  # reopening applies nothing twice
+    reopened = ChatStore(path)
+    assert reopened.setting("theme") == "nord"  # reopening applies nothing twice
+    assert reopened.chat(chat.id).model == "tiny-b"
 
 
 def test_a_failed_migration_leaves_the_previous_version(

@@ -1,6 +1,7 @@
 """The chat app's saved chats: one SQLite file, its schema moved forward by numbered migrations.
 
-A chat has its own title, system prompt and sampling parameters (:class:`ChatParams`), its messages
+A chat has its own title, system prompt and sampling parameters (:class:`ChatParams`), the model it
+talks to (empty: the service's configured model), its messages
 and its created/updated times. An answer cut short (Esc, the service going away) is stored with its
 note, e.g. "(interrupted)". Settings the app keeps between runs (the theme) live here too.
 
@@ -112,6 +113,7 @@ class Chat:
     params: ChatParams
     created: float
     updated: float
+    model: str = ""  # the installed model this chat's requests name; "" is the service's configured one
 
 
 @dataclass(frozen=True)
@@ -148,10 +150,15 @@ def _v3_settings(db: sqlite3.Connection) -> None:
     db.execute("CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
 
 
+def _v4_chat_model(db: sqlite3.Connection) -> None:
+    db.execute("ALTER TABLE chats ADD COLUMN model TEXT NOT NULL DEFAULT ''")
+
+
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _v1_chats_and_messages,
     _v2_params_and_notes,
     _v3_settings,
+    _v4_chat_model,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -232,33 +239,36 @@ class ChatStore:
             raise ApplianceError(f"the chat store {self.path} failed: {exc}") from None
 
     # -- chats --
-    def create_chat(self, title: str = "New chat", params: ChatParams | None = None) -> Chat:
+    def create_chat(self, title: str = "New chat", params: ChatParams | None = None, model: str = "") -> Chat:
         params = params or ChatParams()
         now = time.time()
         with self._tx() as db:
             cur = db.execute(
-                "INSERT INTO chats (title, system, params, created, updated) VALUES (?, ?, ?, ?, ?)",
-                (title, params.system, params.to_json(), now, now),
+                "INSERT INTO chats (title, system, params, model, created, updated) VALUES (?, ?, ?, ?, ?, ?)",
+                (title, params.system, params.to_json(), model, now, now),
             )
-        return Chat(int(cur.lastrowid or 0), title, params, now, now)
+        return Chat(int(cur.lastrowid or 0), title, params, now, now, model)
+
+    _COLUMNS = "id, title, system, params, created, updated, model"
 
     def _chat(self, row: tuple[Any, ...]) -> Chat:
-        chat_id, title, system, params, created, updated = row
+        chat_id, title, system, params, created, updated, model = row
         return Chat(
-            int(chat_id), str(title), ChatParams.from_row(system, params), float(created), float(updated)
+            int(chat_id),
+            str(title),
+            ChatParams.from_row(system, params),
+            float(created),
+            float(updated),
+            str(model),
         )
 
     def chats(self) -> list[Chat]:
         """All chats, the most recently used first."""
-        rows = self._db.execute(
-            "SELECT id, title, system, params, created, updated FROM chats ORDER BY updated DESC, id DESC"
-        )
+        rows = self._db.execute(f"SELECT {self._COLUMNS} FROM chats ORDER BY updated DESC, id DESC")
         return [self._chat(r) for r in rows]
 
     def chat(self, chat_id: int) -> Chat:
-        row = self._db.execute(
-            "SELECT id, title, system, params, created, updated FROM chats WHERE id = ?", (chat_id,)
-        ).fetchone()
+        row = self._db.execute(f"SELECT {self._COLUMNS} FROM chats WHERE id = ?", (chat_id,)).fetchone()
         if row is None:
             raise InvalidRequest(f"no chat with id {chat_id}")
         return self._chat(row)
@@ -277,6 +287,12 @@ class ChatStore:
                 "UPDATE chats SET system = ?, params = ?, updated = ? WHERE id = ?",
                 (params.system, params.to_json(), time.time(), chat_id),
             )
+        return self.chat(chat_id)
+
+    def set_model(self, chat_id: int, model: str) -> Chat:
+        """The model this chat's next requests name (the row's updated time stays: not a new message)."""
+        with self._tx() as db:
+            db.execute("UPDATE chats SET model = ? WHERE id = ?", (model, chat_id))
         return self.chat(chat_id)
 
     def delete_chat(self, chat_id: int) -> None:
