@@ -22,7 +22,6 @@ from appliance.errors import ConfigError
 from appliance.generation.types import Message
 from appliance.tui import ChatApp, ChatStore, load_keymap
 from appliance.tui.screens import ConfirmScreen, ModelsScreen, ParamsScreen, StatusScreen, TextScreen
-from appliance.tui.screens.models import SWITCH_NOT_AVAILABLE
 from appliance.tui.store import ChatParams
 from provisioning.board import tpu_status
 
@@ -236,8 +235,9 @@ async def test_status_panel_and_model_picker(service: InProcessService, tmp_path
         (line,) = app.screen.lines  # type: ignore[attr-defined]
         assert "● loaded" in line and "2972 MiB free" in line
         app.screen.query_one(OptionList).focus()
-        await pilot.press("enter")
-        assert str(app.screen.query_one("#switch-note").render()) == SWITCH_NOT_AVAILABLE
+        await pilot.press("enter")  # picking the loaded model: this chat names it from now on
+        await until(pilot, lambda: app.chat.model == "scripted" and not app.screen.is_modal)
+        assert app.store.chat(app.chat.id).model == "scripted" and not errors(app)
 
 
 @run_async

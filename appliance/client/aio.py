@@ -54,6 +54,15 @@ class AsyncServiceClient:
             raise service_error(resp.status_code, resp.content)
         return resp.json()
 
+    async def _post(self, path: str, payload: Any) -> Any:
+        try:
+            resp = await self._http.post(path, json=payload)
+        except httpx.TransportError as exc:
+            raise connect_error(exc, self.where, self._unix) from None
+        if resp.status_code != 200:
+            raise service_error(resp.status_code, resp.content)
+        return resp.json()
+
     async def health(self) -> dict[str, Any]:
         return dict(await self._get("/health", (200, 503)))
 
@@ -64,6 +73,17 @@ class AsyncServiceClient:
         """The models the service offers (Ollama's /api/tags)."""
         models = (await self._get("/api/tags")).get("models")
         return [dict(m) for m in models] if isinstance(models, list) else []
+
+    async def loaded(self) -> list[dict[str, Any]]:
+        """The loaded model, if any (Ollama's /api/ps)."""
+        models = (await self._get("/api/ps")).get("models")
+        return [dict(m) for m in models] if isinstance(models, list) else []
+
+    async def load(self, model: str) -> dict[str, Any]:
+        """Load ``model`` (Ollama's empty /api/generate): the service waits for the running answer,
+        switches to it and answers once it is loaded; its errors (not installed, pinned, does not fit
+        the TPU memory) raise here."""
+        return dict(await self._post("/api/generate", {"model": model, "stream": False}))
 
     async def chat_stream(
         self,

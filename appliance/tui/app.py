@@ -11,6 +11,12 @@ is saved when it is shown; an answer cut short is saved with its "(interrupted �
 is in the command palette (Ctrl+P); key bindings can be remapped (appliance.tui.keymap); the theme is
 saved in the store.
 
+Each chat names its model (F5, the model picker, which loads the picked model on the service and saves
+it with the chat; a new chat takes the current one's). Every request names the chat's model, so going
+back to a chat whose model is not loaded switches the service back to it on its next message; the
+status line says "loading <model>…" meanwhile. A refusal (not installed, model.pinned, does not fit the
+TPU memory) is a notification with the service's code and hint, and the chat keeps its model.
+
 The HTTP client is httpx's async one on the app's own event loop: Esc is a plain cancel of the task
 that reads the answer, which closes the connection (the service drops the request, queued or not).
 """
@@ -130,7 +136,10 @@ class ChatApp(App[None]):
 
     def _first_chat(self) -> Chat:
         chats = self.store.chats()
-        return chats[0] if chats else self.store.create_chat(NEW_TITLE, ChatParams(system=self.system or ""))
+        return chats[0] if chats else self._new_chat("")
+
+    def _new_chat(self, model: str) -> Chat:
+        return self.store.create_chat(NEW_TITLE, ChatParams(system=self.system or ""), model)
 
     # -- layout ----------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -321,9 +330,19 @@ class ChatApp(App[None]):
         stream = answer_view.start_stream()
         parts: list[str] = []
         outcome: AnswerDone | AnswerFailed | None = None
+        model = self.chat.model
+        switching = bool(model) and model != self.status.model  # the service switches models first
+        loading = switching
         self.status.answering(0)
+        if loading:
+            self.status.set(state=f"loading {model}…")
         try:
-            async for event in stream_answer(self.client, self._request(), options=self.request_options()):
+            async for event in stream_answer(
+                self.client, self._request(), model=model, options=self.request_options()
+            ):
+                if loading and not isinstance(event, AnswerFailed):
+                    loading = False
+                    self.status.set(model=model, state="ready")
                 if isinstance(event, TextDelta):
                     parts.append(event.text)
                     await stream.write(event.text)
@@ -334,10 +353,14 @@ class ChatApp(App[None]):
                     outcome = event
         except asyncio.CancelledError:
             await stream.stop()
-            await self._end_turn(user_view, answer_view, "".join(parts), None, cancelled=True)
+            await self._end_turn(
+                user_view, answer_view, "".join(parts), None, cancelled=True, switched=switching
+            )
             raise
         await stream.stop()
-        await self._end_turn(user_view, answer_view, "".join(parts), outcome, cancelled=False)
+        await self._end_turn(
+            user_view, answer_view, "".join(parts), outcome, cancelled=False, switched=switching
+        )
 
     async def _end_turn(
         self,
@@ -347,10 +370,13 @@ class ChatApp(App[None]):
         outcome: AnswerDone | AnswerFailed | None,
         *,
         cancelled: bool,
+        switched: bool = False,
     ) -> None:
         done = outcome if isinstance(outcome, AnswerDone) else None
         failed = outcome if isinstance(outcome, AnswerFailed) else None
         self.status.finished(done.stats if done else None, clear=cancelled)
+        if switched or (done is not None and done.stats.timings.load_duration):
+            await self._connected()  # the service switched models for this answer (or tried to)
         if done is not None or answer:
             note = ""
             if cancelled:
@@ -377,7 +403,11 @@ class ChatApp(App[None]):
             if not self.prompt.value:
                 self.prompt.value = prompt
         if failed is not None:
-            self.error(failed.error)
+            refused_switch = switched and not failed.mid_stream
+            code = failed.error.code
+            self.error(
+                failed.error, f"cannot switch to {self.chat.model} ({code})" if refused_switch else "error"
+            )
             if isinstance(failed.error, ServiceUnavailable):
                 self.watch_service()
 
@@ -389,10 +419,8 @@ class ChatApp(App[None]):
     async def action_new_conversation(self) -> None:
         await self._stop_answer()
         if self.history or self.chat.title != NEW_TITLE:
-            new = self._saving(
-                "the new chat",
-                lambda: self.store.create_chat(NEW_TITLE, ChatParams(system=self.system or "")),
-            )
+            model = self.chat.model
+            new = self._saving("the new chat", lambda: self._new_chat(model))
             if new is None:
                 return
             self.chat = new
@@ -436,11 +464,7 @@ class ChatApp(App[None]):
             try:
                 self.store.delete_chat(gone.id)
                 chats = self.store.chats()
-                self.chat = (
-                    chats[0]
-                    if chats
-                    else self.store.create_chat(NEW_TITLE, ChatParams(system=self.system or ""))
-                )
+                self.chat = chats[0] if chats else self._new_chat(gone.model)
             except ApplianceError as err:
                 self.error(err, "the chat was not deleted")
                 return
@@ -525,7 +549,30 @@ class ChatApp(App[None]):
         except ApplianceError as err:
             self.error(err, "cannot list models")
             return
-        self.push_screen(ModelsScreen(models, await self._fetch_status()))
+        status = await self._fetch_status()
+
+        def picked(name: str | None) -> None:
+            if name is not None:
+                self.switch_model(name)
+
+        self.push_screen(ModelsScreen(models, status, self.chat.model), picked)
+
+    @work(exclusive=True, group="switch", exit_on_error=False)
+    async def switch_model(self, name: str) -> None:
+        """Load ``name`` on the service and make it this chat's model; on a refusal the chat keeps its own."""
+        chat_id = self.chat.id
+        self.status.set(state=f"loading {name}…")
+        try:
+            await self.client.load(name)
+        except ApplianceError as err:
+            self.error(err, f"cannot switch to {name} ({err.code})")
+            await self._connected()
+            return
+        saved = self._saving("the chat's model", lambda: self.store.set_model(chat_id, name))
+        if self.chat.id == chat_id:
+            self.chat = saved or dataclasses.replace(self.chat, model=name)
+        await self._connected()
+        self.notify(f"{name} is loaded and answers this chat", title="model switched", timeout=3)
 
     def action_help(self) -> None:
         keys = [(keys, description) for _, description, keys in self.action_entries()]
