@@ -164,3 +164,14 @@ def test_the_fit_badge_counts_the_need_against_the_free_heap_and_the_loaded_mode
     assert "need unknown" in lines[4] and lines[4].endswith("? fit unknown")
     no_heaps = model_lines(tags[1:2], {"model": {"name": "big"}})
     assert "free TPU memory unknown" in no_heaps[0] and no_heaps[0].endswith("? fit unknown")
+
+
+@run_async
+async def test_a_switch_with_no_service_says_so_and_does_not_claim_ready(tmp_path: Path) -> None:
+    app = app_for(tmp_path / "nothing.sock", 3)
+    async with app.run_test() as pilot:
+        await until(pilot, lambda: app.status.state == "service not running")
+        app.switch_model("tiny-b")  # what picking it does (the picker itself needs the service's list)
+        await until(pilot, lambda: any(e.startswith("cannot switch to tiny-b (") for e in errors(app)))
+        await pilot.pause(0.3)
+        assert not app.ready and app.status.state == "service not running" and app.chat.model == ""

@@ -375,14 +375,14 @@ class ChatApp(App[None]):
         done = outcome if isinstance(outcome, AnswerDone) else None
         failed = outcome if isinstance(outcome, AnswerFailed) else None
         self.status.finished(done.stats if done else None, clear=cancelled)
-        if switched or (done is not None and done.stats.timings.load_duration):
+        went_away = failed is not None and isinstance(failed.error, ServiceUnavailable)
+        if (switched or (done is not None and done.stats.timings.load_duration)) and not went_away:
             await self._connected()  # the service switched models for this answer (or tried to)
         if done is not None or answer:
             note = ""
             if cancelled:
                 note = "(interrupted: stopped with Esc)"
             elif failed is not None:
-                went_away = isinstance(failed.error, ServiceUnavailable)
                 note = "(interrupted: the service went away)" if went_away else "(interrupted)"
             elif done is not None and done.stats.done_reason in ("length", "context"):
                 note = f"(cut short: {done.stats.done_reason})"
@@ -566,7 +566,10 @@ class ChatApp(App[None]):
             await self.client.load(name)
         except ApplianceError as err:
             self.error(err, f"cannot switch to {name} ({err.code})")
-            await self._connected()
+            if isinstance(err, ServiceUnavailable):
+                self.watch_service()  # the status line says why until it is back
+            else:
+                await self._connected()  # it refused before unloading: the previous model is still there
             return
         saved = self._saving("the chat's model", lambda: self.store.set_model(chat_id, name))
         if self.chat.id == chat_id:
