@@ -175,3 +175,26 @@ async def test_a_switch_with_no_service_says_so_and_does_not_claim_ready(tmp_pat
         await until(pilot, lambda: any(e.startswith("cannot switch to tiny-b (") for e in errors(app)))
         await pilot.pause(0.3)
         assert not app.ready and app.status.state == "service not running" and app.chat.model == ""
+
+
+@run_async
+async def test_chat_model_option_names_the_model_of_the_opened_chat(
+    two_models: InProcessService, tmp_path: Path
+) -> None:
+    """`llm-tpu chat --model NAME` against a running service: the chat it opens names NAME (the newest
+    chat when it has no messages yet, else a new one) and its first message loads NAME on the service."""
+    store = ChatStore(tmp_path / "chats.sqlite3")
+    older = store.create_chat("older")
+    store.add_message(older.id, "user", "kept as it was")
+    app = app_for(two_models.socket, 3, store=store, model="tiny-b")
+    assert app.chat.id != older.id and app.chat.model == "tiny-b"
+    assert store.chat(older.id).model == ""
+    async with app.run_test(size=(110, 40)) as pilot:
+        await until(pilot, lambda: app.ready)
+        await send(pilot, "Hello")
+        await until(pilot, lambda: len(app.history) == 2 and not app.answering, 30)
+        assert loaded(two_models) == ["tiny-b"] and not errors(app)
+    empty = store.create_chat("empty")  # the newest chat, no messages: reused rather than another one
+    again = app_for(two_models.socket, 3, store=store, model="scripted")
+    assert again.chat.id == empty.id and store.chat(empty.id).model == "scripted"
+    assert len(store.chats()) == 3

@@ -2,7 +2,8 @@
 
 By default a full-screen chat (Textual) talks to the service over its Unix socket. When no service is
 listening there, chat starts a private `llm-tpu serve` on a socket of its own (with --model/--engine),
-waits until it is ready and stops it on exit; --no-spawn turns that off.
+waits until it is ready and stops it on exit; --no-spawn turns that off. With a running service,
+--model opens a chat that names that model (the service loads it on the chat's first message).
 
 --plain (automatic when stdin, stdout or stderr is not a terminal; said on stdout when only stderr is
 redirected) is a line-based chat. It talks to the running service too; it loads the model in this
@@ -63,8 +64,8 @@ def run_tui(args: argparse.Namespace) -> int:
     client = ServiceClient.for_socket(path)
     child: LocalService | None = None
     if _service_listening(client):
-        if args.model or args.engine:
-            print(f"note: using the service at {path}; --model/--engine are ignored", file=sys.stderr)
+        if args.engine:
+            print(f"note: using the service at {path}; --engine is ignored", file=sys.stderr)
     elif not args.no_spawn:
         child = LocalService(model=args.model, engine=args.engine, config=args.config)
         print(f"no service at {path}; starting a private one ...", file=sys.stderr, flush=True)
@@ -79,7 +80,14 @@ def run_tui(args: argparse.Namespace) -> int:
         label = f"{path}" + (" (private, stopped on exit)" if child else "")
         app_client = AsyncServiceClient.for_socket(path)
         ChatApp(
-            app_client, store=store, options=options, system=args.system, service_label=label, keymap=keymap
+            app_client,
+            store=store,
+            options=options,
+            system=args.system,
+            service_label=label,
+            keymap=keymap,
+            # A running service loads it on the chat's first message (a private one starts with it).
+            model=args.model if child is None else None,
         ).run()
     finally:
         store.close()

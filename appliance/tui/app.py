@@ -104,6 +104,7 @@ class ChatApp(App[None]):
         retry_interval_s: float = 1.0,
         keymap: Mapping[str, str] | None = None,
         export_dir: Path | None = None,
+        model: str | None = None,
     ) -> None:
         super().__init__()
         self.client = client
@@ -116,7 +117,7 @@ class ChatApp(App[None]):
         self._keymap_config = dict(keymap or {})
         self.history: list[Message] = []  # full texts of both sides, what the next request sends
         self._message_ids: list[int] = []  # the store's id of each history entry
-        self.chat: Chat = self._first_chat()
+        self.chat: Chat = self._first_chat(model)
         self.ready = False
         self.service_status: dict[str, Any] = {}
         self._answer_worker: Worker[None] | None = None
@@ -134,9 +135,17 @@ class ChatApp(App[None]):
             if isinstance(b, Binding) and b.id:
                 yield b.action, b.description, keymap.get(b.id, b.key)
 
-    def _first_chat(self) -> Chat:
+    def _first_chat(self, model: str | None = None) -> Chat:
+        """The newest chat; with ``model`` (chat --model), a chat that names it: the newest one when it
+        has no messages yet, else a new one."""
         chats = self.store.chats()
-        return chats[0] if chats else self._new_chat("")
+        if not chats:
+            return self._new_chat(model or "")
+        if model is None or chats[0].model == model:
+            return chats[0]
+        if not self.store.messages(chats[0].id):
+            return self.store.set_model(chats[0].id, model)
+        return self._new_chat(model)
 
     def _new_chat(self, model: str) -> Chat:
         return self.store.create_chat(NEW_TITLE, ChatParams(system=self.system or ""), model)
