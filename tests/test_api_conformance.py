@@ -116,7 +116,11 @@ def test_generate_raw_takes_the_prompt_as_is(service: InProcessService) -> None:
     with pytest.raises(ollama.ResponseError) as info:
         client.generate(model="scripted", prompt=prompt, raw=True, system="x")
     assert info.value.status_code == 400 and "system" in info.value.error
-    for field, value in (("suffix", "end"), ("template", "{{ .Prompt }}"), ("format", "json")):
+    for field, value in (
+        ("suffix", "end"),
+        ("template", "{{ .Prompt }}"),
+        ("format", {"type": "object", "properties": 5}),
+    ):
         with pytest.raises(ollama.ResponseError) as info:
             client.generate(model="scripted", prompt=prompt, **{field: value})
         assert info.value.status_code == 400 and field in info.value.error

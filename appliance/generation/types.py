@@ -107,6 +107,9 @@ class GenerationOptions:
     # the one message's content is the whole prompt, tokenized as is (no chat template): /api/generate
     # raw=true and /v1/completions
     raw_prompt: bool = False
+    # structured output: the answer is JSON valid against this schema (JSON text), enforced on the logits
+    # (generation.structured); needs an engine that returns logits
+    response_schema: str | None = None
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -132,6 +135,11 @@ class GenerationOptions:
     @property
     def has_additive_penalties(self) -> bool:
         return self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
+
+    @property
+    def needs_logits(self) -> bool:
+        """Options only the host sampler can honour (it sees the logits every step)."""
+        return self.has_additive_penalties or self.response_schema is not None
 
     @property
     def is_greedy(self) -> bool:
@@ -160,6 +168,7 @@ def options_with_defaults(
     presence_penalty: float | None = None,
     frequency_penalty: float | None = None,
     raw_prompt: bool | None = None,
+    response_schema: str | None = None,
 ) -> GenerationOptions:
     """The options a request (or a command line) gave, ``defaults`` (the served model's) for the rest."""
     given: dict[str, Any] = {
@@ -174,6 +183,7 @@ def options_with_defaults(
         "presence_penalty": presence_penalty,
         "frequency_penalty": frequency_penalty,
         "raw_prompt": raw_prompt,
+        "response_schema": response_schema,
     }
     # raises InvalidRequest for values out of range
     return dataclasses.replace(defaults, **{k: v for k, v in given.items() if v is not None})

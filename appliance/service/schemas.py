@@ -13,6 +13,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from appliance.errors import InvalidRequest
+from appliance.generation.structured import ANY_JSON_OBJECT, schema_text
 from appliance.generation.types import GenerationOptions, Message, options_with_defaults, validate_messages
 
 __all__ = [
@@ -64,7 +65,9 @@ class OllamaOptions(_Request):
     presence_penalty: float | None = Field(None, ge=-2, le=2, description="host sampler only (logits)")
     frequency_penalty: float | None = Field(None, ge=-2, le=2, description="host sampler only (logits)")
 
-    def to_options(self, defaults: GenerationOptions, *, raw_prompt: bool = False) -> GenerationOptions:
+    def to_options(
+        self, defaults: GenerationOptions, *, raw_prompt: bool = False, response_schema: str | None = None
+    ) -> GenerationOptions:
         max_tokens = self.num_predict
         if max_tokens is not None and max_tokens < 0:
             max_tokens = UNLIMITED_TOKENS
@@ -83,15 +86,25 @@ class OllamaOptions(_Request):
             presence_penalty=self.presence_penalty,
             frequency_penalty=self.frequency_penalty,
             raw_prompt=raw_prompt,
+            response_schema=response_schema,
         )
 
 
 KeepAlive = float | str | None  # seconds, or a duration ("5m", "1h30m"); 0 unloads now, negative never
 
 
-def _refuse_format_and_think(req: OllamaChatRequest | OllamaGenerateRequest) -> None:
-    if req.format not in (None, ""):
-        raise InvalidRequest("format: structured (JSON) output is not supported", hint="omit 'format'")
+def _ollama_schema(fmt: str | dict[str, Any] | None) -> str | None:
+    """Ollama's ``format``: "json" (any JSON object) or a JSON schema, as GenerationOptions.response_schema."""
+    if fmt in (None, ""):
+        return None
+    if fmt == "json":
+        return ANY_JSON_OBJECT
+    if isinstance(fmt, dict):
+        return schema_text(fmt, "format")
+    raise InvalidRequest(f"format is {fmt!r}", hint='send "json" or a JSON schema object')
+
+
+def _refuse_think(req: OllamaChatRequest | OllamaGenerateRequest) -> None:
     if req.think not in (None, False):
         raise InvalidRequest("think: thinking mode is not supported", hint="omit 'think'")
 
@@ -110,14 +123,16 @@ class OllamaChatRequest(_Request):
         for i, m in enumerate(self.messages):
             if m.images:
                 raise InvalidRequest(f"messages[{i}].images: this model takes text only")
-        _refuse_format_and_think(self)
+        _refuse_think(self)
+        _ollama_schema(self.format)
         if self.tools:
             raise InvalidRequest(
                 "tools: tool calling is not supported by this appliance", hint="omit 'tools'"
             )
 
     def to_options(self, defaults: GenerationOptions) -> GenerationOptions:
-        return (self.options or OllamaOptions.model_validate({})).to_options(defaults)
+        opts = self.options or OllamaOptions.model_validate({})
+        return opts.to_options(defaults, response_schema=_ollama_schema(self.format))
 
     def to_messages(self) -> list[Message]:
         return validate_messages([{"role": m.role, "content": m.content} for m in self.messages])
@@ -142,7 +157,8 @@ class OllamaGenerateRequest(_Request):
     images: list[str] | None = None
 
     def check_supported(self) -> None:
-        _refuse_format_and_think(self)
+        _refuse_think(self)
+        _ollama_schema(self.format)
         if self.images:
             raise InvalidRequest("images: this model takes text only", hint="omit 'images'")
         if self.suffix:
@@ -157,7 +173,7 @@ class OllamaGenerateRequest(_Request):
 
     def to_options(self, defaults: GenerationOptions) -> GenerationOptions:
         opts = self.options or OllamaOptions.model_validate({})
-        return opts.to_options(defaults, raw_prompt=self.raw)
+        return opts.to_options(defaults, raw_prompt=self.raw, response_schema=_ollama_schema(self.format))
 
     def to_messages(self) -> list[Message]:
         if self.raw:
@@ -301,7 +317,12 @@ class _OpenAIRequest(_Request):
             )
 
     def _options(
-        self, defaults: GenerationOptions, max_tokens: int | None, *, raw_prompt: bool = False
+        self,
+        defaults: GenerationOptions,
+        max_tokens: int | None,
+        *,
+        raw_prompt: bool = False,
+        response_schema: str | None = None,
     ) -> GenerationOptions:
         stop = [self.stop] if isinstance(self.stop, str) else self.stop
         return options_with_defaults(
@@ -317,7 +338,30 @@ class _OpenAIRequest(_Request):
             presence_penalty=self.presence_penalty,
             frequency_penalty=self.frequency_penalty,
             raw_prompt=raw_prompt,
+            response_schema=response_schema,
         )
+
+
+def _openai_schema(response_format: dict[str, Any] | None) -> str | None:
+    """OpenAI's ``response_format`` as GenerationOptions.response_schema: text (None), json_object (any
+    JSON object) or json_schema ({"json_schema": {"name": ..., "schema": {...}, "strict": ...}})."""
+    kind = (response_format or {}).get("type")
+    if kind in (None, "text"):
+        return None
+    if kind == "json_object":
+        return ANY_JSON_OBJECT
+    if kind == "json_schema":
+        spec = (response_format or {}).get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if not isinstance(schema, dict):
+            raise InvalidRequest(
+                "response_format.json_schema.schema is missing or not an object",
+                hint='send {"type": "json_schema", "json_schema": {"name": "...", "schema": {...}}}',
+            )
+        return schema_text(schema, "response_format.json_schema.schema")
+    raise InvalidRequest(
+        f"response_format.type is {kind!r}", hint="use 'text', 'json_object' or 'json_schema'"
+    )
 
 
 class ChatCompletionRequest(_OpenAIRequest):
@@ -333,15 +377,18 @@ class ChatCompletionRequest(_OpenAIRequest):
         self._check_common()
         if self.logprobs or self.top_logprobs:
             raise InvalidRequest("logprobs are not supported", hint="omit 'logprobs'")
-        if self.response_format and self.response_format.get("type") not in (None, "text"):
-            raise InvalidRequest("response_format: only 'text' is supported", hint="omit 'response_format'")
+        _openai_schema(self.response_format)
         if self.tools or self.tool_choice not in (None, "none"):
             raise InvalidRequest(
                 "tools: tool calling is not supported by this appliance", hint="omit 'tools'"
             )
 
     def to_options(self, defaults: GenerationOptions) -> GenerationOptions:
-        return self._options(defaults, self.max_completion_tokens or self.max_tokens)
+        return self._options(
+            defaults,
+            self.max_completion_tokens or self.max_tokens,
+            response_schema=_openai_schema(self.response_format),
+        )
 
     def to_messages(self) -> list[Message]:
         raw = [
