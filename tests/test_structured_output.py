@@ -182,3 +182,35 @@ def test_token_only_engines_are_refused_by_name() -> None:
     tokens_only = Generator(_TokensOnlyEngine(script, vocab_size=tok.vocab_size), tok, template)
     with pytest.raises(InvalidRequest, match=r"format / response_format .*returns tokens only"):
         tokens_only.refuse_unsupported(structured)
+
+
+class _GreedyHeadEngine(ScriptedEngine):
+    """Stands in for a bmodel with a greedy_head beside its logits lm_head (the bmrt runner's
+    ``greedy_on_device``): a greedy step (no DeviceSampling) answers a token, not logits. No TPU here."""
+
+    greedy_on_device = True
+
+    def prefill(self, ids: Any, sampling: Any = None) -> Any:
+        return self._greedy(super().prefill(ids, sampling), sampling)
+
+    def decode(self, token: int, sampling: Any = None) -> Any:
+        return self._greedy(super().decode(token, sampling), sampling)
+
+    def _greedy(self, out: Any, sampling: Any) -> Any:
+        if sampling is None and self.greedy_on_device:
+            return dataclasses.replace(out, token=int(out.logits.argmax()), logits=None)
+        return out
+
+
+def test_a_greedy_device_head_steps_aside_for_structured_output() -> None:
+    tok = ChatTokenizer.from_dir(TINY_HF)
+    template = make_template("tokenizer", tok)
+    engine = _GreedyHeadEngine(tok.encode('{"a": 1} trailing text'), vocab_size=tok.vocab_size)
+    gen = Generator(engine, tok, template)
+    greedy = GenerationOptions(max_new_tokens=32).greedy()
+    plain = list(gen.generate([Message("user", "Hi")], greedy))[-1]
+    assert isinstance(plain, Finished) and "trailing" in plain.text  # the device head chose
+    structured = dataclasses.replace(greedy, response_schema=ANY_JSON_OBJECT)
+    fin = list(gen.generate([Message("user", "Hi")], structured))[-1]
+    assert isinstance(fin, Finished) and json.loads(fin.text) == {"a": 1} and fin.done_reason == "stop"
+    assert engine.greedy_on_device  # given back for the next request

@@ -180,6 +180,23 @@ class Generator:
         ``messages`` is a history already checked where it entered (types.validate_messages).
         """
         options = options or GenerationOptions()
+        # A bmodel with a greedy_head next to its logits lm_head (the bmrt runner's greedy_on_device)
+        # answers a greedy step with a token; penalties and structured output need the logits instead.
+        device_greedy = options.needs_logits and getattr(self.engine, "greedy_on_device", False) is True
+        if device_greedy:
+            self.engine.greedy_on_device = False  # type: ignore[attr-defined]
+        try:
+            yield from self._generate(messages, options, should_stop)
+        finally:
+            if device_greedy:
+                self.engine.greedy_on_device = True  # type: ignore[attr-defined]
+
+    def _generate(
+        self,
+        messages: Sequence[Message],
+        options: GenerationOptions,
+        should_stop: Callable[[], bool] | None,
+    ) -> Iterator[GenerationEvent]:
         start = time.perf_counter_ns()
         window = self._window(messages, options)
         if window.dropped_turns:
