@@ -7,6 +7,7 @@ does not pay again for the first). Not thread-safe: the service runs it on one w
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 
@@ -84,9 +85,12 @@ class Generator:
     def _window(self, messages: Sequence[Message], options: GenerationOptions) -> Window:
         if options.raw_prompt:
             return self._raw_window(messages, options)
+        template = self.template
+        if options.tools is not None:
+            template = template.with_tools(json.loads(options.tools))
         return fit_history(
             messages,
-            self.template,
+            template,
             max_seq_len=self.max_seq_len,
             reserve=self._reserve(options),
             bound=self.tokenizer.min_tokens,
@@ -102,6 +106,8 @@ class Generator:
 
     def refuse_unsupported(self, options: GenerationOptions) -> None:
         """InvalidRequest naming an option this engine cannot honour (cheap, safe on the event loop)."""
+        if options.tools is not None and self.template.render_tools is None:
+            self.template.with_tools([])  # raises: the template has no place for tools
         if options.response_schema is not None and not self.engine.capabilities.returns_logits:
             raise InvalidRequest(
                 "format / response_format (structured JSON output): this model's engine returns tokens "
