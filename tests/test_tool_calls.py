@@ -189,6 +189,10 @@ def test_openai_tool_calls(service: InProcessService, stream: bool) -> None:
     assert again.choices[0].finish_reason == "length"
 
 
+def test_show_names_the_tools_capability(service: InProcessService) -> None:
+    assert _ollama(service).show("scripted").capabilities == ["completion", "tools"]
+
+
 def test_without_tools_the_markup_stays_text(service: InProcessService) -> None:
     answer = _ollama(service).chat(model="scripted", messages=ASK, options={"num_predict": 64})
     assert "<tool_call>" in (answer.message.content or "") and not answer.message.tool_calls
@@ -199,6 +203,10 @@ def test_a_template_without_tools_is_refused_by_name(tmp_path: Path) -> None:
         with pytest.raises(ollama.ResponseError) as info:
             _ollama(svc).chat(model="scripted", messages=ASK, tools=TOOLS)
         assert info.value.status_code == 400 and "tools: this model's chat template" in info.value.error
+        assert _ollama(svc).show("scripted").capabilities == ["completion"]
+        result = [*ASK, {"role": "assistant", "content": "", "tool_calls": [{"function": CALL}]}]
+        with pytest.raises(ollama.ResponseError, match=r"messages\[1\]: tool calls and results need"):
+            _ollama(svc).chat(model="scripted", messages=[*result, {"role": "tool", "content": "sunny"}])
         with pytest.raises(openai.BadRequestError, match="tools: this model's chat template"):
             _openai(svc).chat.completions.create(model="scripted", messages=ASK, tools=TOOLS)  # type: ignore[arg-type]
         with pytest.raises(openai.BadRequestError, match="tool_choice"):

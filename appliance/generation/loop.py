@@ -104,10 +104,18 @@ class Generator:
         """The next response reports ``load_ns`` as its load_duration (a load that request caused)."""
         self._pending_load_ns = load_ns
 
-    def refuse_unsupported(self, options: GenerationOptions) -> None:
+    def refuse_unsupported(self, options: GenerationOptions, messages: Sequence[Message] = ()) -> None:
         """InvalidRequest naming an option this engine cannot honour (cheap, safe on the event loop)."""
-        if options.tools is not None and self.template.render_tools is None:
-            self.template.with_tools([])  # raises: the template has no place for tools
+        if self.template.render_tools is None:
+            if options.tools is not None:
+                self.template.with_tools([])  # raises: the template has no place for tools
+            for i, m in enumerate(messages):
+                if m.role == "tool" or m.tool_calls:
+                    raise InvalidRequest(
+                        f"messages[{i}]: tool calls and results need a chat template that renders tools, "
+                        "and this model's does not",
+                        hint="leave tool messages out of the history for this model",
+                    )
         if options.response_schema is not None and not self.engine.capabilities.returns_logits:
             raise InvalidRequest(
                 "format / response_format (structured JSON output): this model's engine returns tokens "

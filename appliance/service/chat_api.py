@@ -78,7 +78,7 @@ async def start_job(
         check_model_name(model_name)  # a path or other non-name is a bad request, not an unknown model
     served = await state.model_for(model_name, keep_alive)
     options = options_for(served.defaults(state.config.generation))
-    served.generator.refuse_unsupported(options)
+    served.generator.refuse_unsupported(options, messages)
     served.generator.refuse_unfittable(messages, options)  # before a megabyte is tokenized
     job = state.scheduler.submit(messages, options, timeout_s=state.config.scheduler.request_timeout_s)
     events = state.scheduler.events(job)
