@@ -15,11 +15,11 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
-import ollama
-import openai
 import pytest
 from support.service import TINY_HF, InProcessService, in_process
+from support.stock_clients import VIA, raw_client, tcp_settings
+from support.stock_clients import ollama_client as _ollama
+from support.stock_clients import openai_client as _openai
 
 from appliance.engine.protocol import Capabilities
 from appliance.engine.scripted import ScriptedEngine
@@ -56,15 +56,6 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessService]
     tmp = tmp_path_factory.mktemp("structured-host")
     with in_process(tmp, model={"ref": str(TINY_HF), "engine": "host", "threads": 1}) as svc:
         yield svc
-
-
-def _ollama(svc: InProcessService) -> ollama.Client:
-    return ollama.Client(host="http://localhost", transport=httpx.HTTPTransport(uds=svc.socket))
-
-
-def _openai(svc: InProcessService) -> openai.OpenAI:
-    http = httpx.Client(transport=httpx.HTTPTransport(uds=svc.socket))
-    return openai.OpenAI(base_url="http://localhost/v1", api_key="unused", http_client=http, max_retries=0)
 
 
 def test_unconstrained_output_of_the_random_model_is_not_json(host: InProcessService) -> None:
@@ -115,12 +106,13 @@ def test_openai_response_format_json_schema(host: InProcessService, stream: bool
 @pytest.fixture(scope="module")
 def scripted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessService]:
     tmp = tmp_path_factory.mktemp("structured-scripted")
-    with in_process(tmp, model={"scripted": {"text": SCRIPT}}) as svc:
+    with in_process(tmp, server={"tcp": tcp_settings(tmp)}, model={"scripted": {"text": SCRIPT}}) as svc:
         yield svc
 
 
-def test_json_mode_ends_the_answer_where_the_object_ends(scripted: InProcessService) -> None:
-    client, oai = _ollama(scripted), _openai(scripted)
+@VIA
+def test_json_mode_ends_the_answer_where_the_object_ends(scripted: InProcessService, via: str) -> None:
+    client, oai = _ollama(scripted, via), _openai(scripted, via)
     plain = client.chat(model="scripted", messages=ASK, options={"num_predict": 64})
     assert (plain.message.content or "").startswith(SCRIPT[:20]) and "and then" in (
         plain.message.content or ""
@@ -156,8 +148,7 @@ def test_bad_formats_are_refused_by_name(
 ) -> None:
     base = {"model": "scripted", "stream": False}
     base |= {"prompt": "Hi"} if path == "/api/generate" else {"messages": ASK}
-    raw = httpx.Client(transport=httpx.HTTPTransport(uds=scripted.socket), base_url="http://localhost")
-    reply = raw.post(path, json=base | body)
+    reply = raw_client(scripted).post(path, json=base | body)
     assert reply.status_code == 400, reply.text
     assert names in reply.text
 

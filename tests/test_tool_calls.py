@@ -14,11 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import ollama
 import openai
 import pytest
 from support.service import TINY_HF, InProcessService, in_process
+from support.stock_clients import VIA, tcp_settings
+from support.stock_clients import ollama_client as _ollama
+from support.stock_clients import openai_client as _openai
 
 from appliance.generation.templates import make_template
 from appliance.generation.tokenizer import ChatTokenizer
@@ -84,17 +86,9 @@ def _tools_model(root: Path) -> Path:
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessService]:
     tmp = tmp_path_factory.mktemp("tools")
     model = _tools_model(tmp)
-    with in_process(tmp, model={"ref": str(model), "scripted": {"text": SCRIPT}}) as svc:
+    scripted = {"ref": str(model), "scripted": {"text": SCRIPT}}
+    with in_process(tmp, server={"tcp": tcp_settings(tmp)}, model=scripted) as svc:
         yield svc
-
-
-def _ollama(svc: InProcessService) -> ollama.Client:
-    return ollama.Client(host="http://localhost", transport=httpx.HTTPTransport(uds=svc.socket))
-
-
-def _openai(svc: InProcessService) -> openai.OpenAI:
-    http = httpx.Client(transport=httpx.HTTPTransport(uds=svc.socket))
-    return openai.OpenAI(base_url="http://localhost/v1", api_key="unused", http_client=http, max_retries=0)
 
 
 def test_split_and_stream_filter() -> None:
@@ -125,9 +119,10 @@ def test_tools_are_rendered_only_by_a_template_that_takes_them(tmp_path: Path) -
     assert plain.render_tools is None
 
 
+@VIA
 @pytest.mark.parametrize("stream", [False, True])
-def test_ollama_tool_calls(service: InProcessService, stream: bool) -> None:
-    client = _ollama(service)
+def test_ollama_tool_calls(service: InProcessService, stream: bool, via: str) -> None:
+    client = _ollama(service, via)
     if stream:
         parts = list(client.chat(model="scripted", messages=ASK, tools=TOOLS, stream=True))
         content = "".join(p.message.content or "" for p in parts)
@@ -150,9 +145,10 @@ def test_ollama_tool_calls(service: InProcessService, stream: bool) -> None:
     assert again.done
 
 
+@VIA
 @pytest.mark.parametrize("stream", [False, True])
-def test_openai_tool_calls(service: InProcessService, stream: bool) -> None:
-    client = _openai(service)
+def test_openai_tool_calls(service: InProcessService, stream: bool, via: str) -> None:
+    client = _openai(service, via)
     args: dict[str, Any] = {"model": "scripted", "messages": ASK, "tools": TOOLS}
     if stream:
         chunks = [c for c in client.chat.completions.create(**args, stream=True) if c.choices]
