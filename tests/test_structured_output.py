@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from support.service import TINY_HF, InProcessService, in_process
 from support.stock_clients import VIA, raw_client, tcp_settings
 from support.stock_clients import ollama_client as _ollama
 from support.stock_clients import openai_client as _openai
+from support.tokenizer_fixtures import tiktoken_dir
 
 from appliance.engine.protocol import Capabilities
 from appliance.engine.scripted import ScriptedEngine
@@ -205,3 +207,12 @@ def test_a_greedy_device_head_steps_aside_for_structured_output() -> None:
     fin = list(gen.generate([Message("user", "Hi")], structured))[-1]
     assert isinstance(fin, Finished) and json.loads(fin.text) == {"a": 1} and fin.done_reason == "stop"
     assert engine.greedy_on_device  # given back for the next request
+
+
+def test_a_tokenizer_llguidance_cannot_read_is_refused_by_name(tmp_path: Path) -> None:
+    tok = ChatTokenizer.from_dir(tiktoken_dir(tmp_path / "qwen"))  # Qwen-7B's qwen.tiktoken
+    template = make_template("chatml", tok)
+    gen = Generator(ScriptedEngine(tok.encode("{}"), vocab_size=tok.vocab_size), tok, template)
+    gen.refuse_unsupported(GenerationOptions())
+    with pytest.raises(InvalidRequest, match=r"needs a tokenizer\.json tokenizer"):
+        gen.refuse_unsupported(GenerationOptions(response_schema=ANY_JSON_OBJECT))

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from appliance.engine.protocol import DeviceSampling, Engine, StepOutput
 from appliance.errors import ContextOverflow, EngineError, InvalidRequest
 from appliance.generation.sampling import Sampler
-from appliance.generation.structured import GrammarTokenizer, JsonConstraint
+from appliance.generation.structured import GrammarTokenizer, JsonConstraint, refuse_tokenizer
 from appliance.generation.templates import ChatTemplate
 from appliance.generation.textstream import IncrementalDecoder, StopStringFilter
 from appliance.generation.tokenizer import ChatTokenizer
@@ -122,6 +122,8 @@ class Generator:
                 "only (a fused greedy head), so the host cannot mask the logits to the JSON grammar",
                 hint="omit it, or serve a bmodel with a logits head (or the host engine)",
             )
+        if options.response_schema is not None:
+            refuse_tokenizer(self.tokenizer)
         if options.has_additive_penalties and not self.engine.capabilities.returns_logits:
             names = [n for n in ("presence_penalty", "frequency_penalty") if getattr(options, n)]
             raise InvalidRequest(

@@ -27,7 +27,14 @@ from appliance.generation.tokenizer import ChatTokenizer
 if TYPE_CHECKING:
     from llguidance._lib import JsonCompileOptions
 
-__all__ = ["ANY_JSON_OBJECT", "GrammarTokenizer", "JsonConstraint", "check_schema", "schema_text"]
+__all__ = [
+    "ANY_JSON_OBJECT",
+    "GrammarTokenizer",
+    "JsonConstraint",
+    "check_schema",
+    "refuse_tokenizer",
+    "schema_text",
+]
 
 ANY_JSON_OBJECT = '{"type": "object"}'  # Ollama format "json", OpenAI json_object
 # JSON with single spaces after ':' and ',' and no other whitespace: a model cannot pad the answer with
@@ -71,24 +78,30 @@ def check_schema(schema: str, where: str) -> None:
         )
 
 
+def refuse_tokenizer(tokenizer: ChatTokenizer) -> None:
+    """InvalidRequest when llguidance cannot read this tokenizer (it reads tokenizer.json; cheap)."""
+    if not hasattr(tokenizer.backend, "to_json"):
+        raise InvalidRequest(
+            "format / response_format (structured JSON output) needs a tokenizer.json tokenizer; "
+            f"this model's tokenizer ({tokenizer.source}) has another format",
+            hint="omit it for this model",
+        )
+
+
 class GrammarTokenizer:
     """The model's vocabulary as llguidance needs it (built once per served model: ~1 s for 150k tokens)."""
 
     def __init__(self, tokenizer: ChatTokenizer, *, n_vocab: int, stop_ids: frozenset[int]) -> None:
         import llguidance
 
-        to_json = getattr(tokenizer.backend, "to_json", None)
-        if to_json is None:
-            raise ModelFormatError(
-                f"structured output needs a tokenizer.json tokenizer; {tokenizer.source} has another format",
-                hint="omit 'format' / 'response_format' for this model",
-            )
+        refuse_tokenizer(tokenizer)
         if not stop_ids:
             raise ModelFormatError("structured output needs an end-of-sequence id; the template has none")
         self.stop_ids = stop_ids
         self.eos = min(stop_ids)
         self.n_vocab = max(n_vocab, tokenizer.vocab_size)
-        self.ll = llguidance.LLTokenizer(to_json(), n_vocab=self.n_vocab, eos_token=self.eos)
+        text: str = tokenizer.backend.to_json()  # type: ignore[attr-defined]  # refuse_tokenizer checked it
+        self.ll = llguidance.LLTokenizer(text, n_vocab=self.n_vocab, eos_token=self.eos)
         self.stop_array = np.fromiter(sorted(stop_ids), dtype=np.int64)
 
 
