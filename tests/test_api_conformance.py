@@ -14,18 +14,20 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import ollama
 import openai
 import pytest
 from support.service import TINY_HF, InProcessService, in_process
+from support.stock_clients import VIA, tcp_settings
+from support.stock_clients import ollama_client as _ollama
+from support.stock_clients import openai_client as _openai
+from support.stock_clients import raw_client as _raw
 
 from appliance.generation.tokenizer import ChatTokenizer
 from appliance.service.app import ROUTES
 from appliance.service.model_info import files_size
 from appliance.service.schemas import OPENAI_IGNORED_FIELDS
 
-TOKEN = "conformance-token-0123456789abcdef"
 SCRIPT = "The quick brown fox jumps over the lazy dog. "
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -33,11 +35,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessService]:
     tmp = tmp_path_factory.mktemp("conformance")
-    token_file = tmp / "token"
-    token_file.write_text(TOKEN + "\n")
-    token_file.chmod(0o640)
-    tcp = {"enabled": True, "host": "127.0.0.1", "port": 0, "token_file": str(token_file)}
-    with in_process(tmp, server={"tcp": tcp}, model={"scripted": {"text": SCRIPT}}) as svc:
+    with in_process(tmp, server={"tcp": tcp_settings(tmp)}, model={"scripted": {"text": SCRIPT}}) as svc:
         yield svc
 
 
@@ -52,36 +50,6 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def _scripted(text: str) -> bool:
     """The scripted engine's answer: the script, repeated, cut anywhere."""
     return (SCRIPT * 50).startswith(text)
-
-
-def _tcp_base(svc: InProcessService) -> str:
-    assert svc.runner.tcp_address is not None
-    host, port = svc.runner.tcp_address
-    return f"http://{host}:{port}"
-
-
-def _ollama(svc: InProcessService, via: str) -> ollama.Client:
-    if via == "unix":
-        return ollama.Client(host="http://localhost", transport=httpx.HTTPTransport(uds=svc.socket))
-    return ollama.Client(host=_tcp_base(svc), headers={"Authorization": f"Bearer {TOKEN}"})
-
-
-def _openai(svc: InProcessService, via: str) -> openai.OpenAI:
-    if via == "unix":
-        http = httpx.Client(transport=httpx.HTTPTransport(uds=svc.socket))
-        return openai.OpenAI(
-            base_url="http://localhost/v1", api_key="unused", http_client=http, max_retries=0
-        )
-    return openai.OpenAI(base_url=_tcp_base(svc) + "/v1", api_key=TOKEN, max_retries=0)
-
-
-def _raw(svc: InProcessService, via: str) -> httpx.Client:
-    if via == "unix":
-        return httpx.Client(transport=httpx.HTTPTransport(uds=svc.socket), base_url="http://localhost")
-    return httpx.Client(base_url=_tcp_base(svc), headers={"Authorization": f"Bearer {TOKEN}"})
-
-
-VIA = pytest.mark.parametrize("via", ["unix", "tcp"])
 
 
 # -- Ollama ------------------------------------------------------------------------------------------
@@ -116,7 +84,11 @@ def test_generate_raw_takes_the_prompt_as_is(service: InProcessService) -> None:
     with pytest.raises(ollama.ResponseError) as info:
         client.generate(model="scripted", prompt=prompt, raw=True, system="x")
     assert info.value.status_code == 400 and "system" in info.value.error
-    for field, value in (("suffix", "end"), ("template", "{{ .Prompt }}"), ("format", "json")):
+    for field, value in (
+        ("suffix", "end"),
+        ("template", "{{ .Prompt }}"),
+        ("format", {"type": "object", "properties": 5}),
+    ):
         with pytest.raises(ollama.ResponseError) as info:
             client.generate(model="scripted", prompt=prompt, **{field: value})
         assert info.value.status_code == 400 and field in info.value.error
@@ -211,11 +183,7 @@ def test_pull_and_delete_are_refused_over_tcp(service: InProcessService, store: 
 
 
 def test_pull_over_tcp_when_the_config_allows_it(tmp_path: Path, store: Path) -> None:
-    token_file = tmp_path / "token"
-    token_file.write_text(TOKEN)
-    token_file.chmod(0o640)
-    tcp = {"enabled": True, "port": 0, "token_file": str(token_file), "admin_api": True}
-    with in_process(tmp_path, server={"tcp": tcp}) as svc:
+    with in_process(tmp_path, server={"tcp": tcp_settings(tmp_path, admin_api=True)}) as svc:
         client = _ollama(svc, "tcp")
         assert client.pull(str(TINY_HF)).status == "success"
         assert [m.model for m in client.list().models][1:] == ["hf"]

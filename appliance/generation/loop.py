@@ -7,12 +7,14 @@ does not pay again for the first). Not thread-safe: the service runs it on one w
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 
 from appliance.engine.protocol import DeviceSampling, Engine, StepOutput
 from appliance.errors import ContextOverflow, EngineError, InvalidRequest
 from appliance.generation.sampling import Sampler
+from appliance.generation.structured import GrammarTokenizer, JsonConstraint, refuse_tokenizer
 from appliance.generation.templates import ChatTemplate
 from appliance.generation.textstream import IncrementalDecoder, StopStringFilter
 from appliance.generation.tokenizer import ChatTokenizer
@@ -60,6 +62,7 @@ class Generator:
         self.prefix_reuse = prefix_reuse and engine.capabilities.prefix_reuse
         self._cached: list[int] = []  # ids whose KV the engine holds, in order
         self._pending_load_ns = load_duration_ns
+        self._grammar_vocab: GrammarTokenizer | None = None  # built by the first structured request
 
     @property
     def max_seq_len(self) -> int:
@@ -82,9 +85,12 @@ class Generator:
     def _window(self, messages: Sequence[Message], options: GenerationOptions) -> Window:
         if options.raw_prompt:
             return self._raw_window(messages, options)
+        template = self.template
+        if options.tools is not None:
+            template = template.with_tools(json.loads(options.tools))
         return fit_history(
             messages,
-            self.template,
+            template,
             max_seq_len=self.max_seq_len,
             reserve=self._reserve(options),
             bound=self.tokenizer.min_tokens,
@@ -103,8 +109,26 @@ class Generator:
         """The next response reports ``load_ns`` as its load_duration (a load that request caused)."""
         self._pending_load_ns = load_ns
 
-    def refuse_unsupported(self, options: GenerationOptions) -> None:
+    def refuse_unsupported(self, options: GenerationOptions, messages: Sequence[Message] = ()) -> None:
         """InvalidRequest naming an option this engine cannot honour (cheap, safe on the event loop)."""
+        if self.template.render_tools is None:
+            if options.tools is not None:
+                self.template.with_tools([])  # raises: the template has no place for tools
+            for i, m in enumerate(messages):
+                if m.role == "tool" or m.tool_calls:
+                    raise InvalidRequest(
+                        f"messages[{i}]: tool calls and results need a chat template that renders tools, "
+                        "and this model's does not",
+                        hint="leave tool messages out of the history for this model",
+                    )
+        if options.response_schema is not None and not self.engine.capabilities.returns_logits:
+            raise InvalidRequest(
+                "format / response_format (structured JSON output): this model's engine returns tokens "
+                "only (a fused greedy head), so the host cannot mask the logits to the JSON grammar",
+                hint="omit it, or serve a bmodel with a logits head (or the host engine)",
+            )
+        if options.response_schema is not None:
+            refuse_tokenizer(self.tokenizer)
         if options.has_additive_penalties and not self.engine.capabilities.returns_logits:
             names = [n for n in ("presence_penalty", "frequency_penalty") if getattr(options, n)]
             raise InvalidRequest(
@@ -112,6 +136,15 @@ class Generator:
                 "the host sampler never sees logits to penalize",
                 hint="omit them, or serve a bmodel with a logits head (or the host engine)",
             )
+
+    def _constraint(self, options: GenerationOptions) -> JsonConstraint | None:
+        if options.response_schema is None:
+            return None
+        if self._grammar_vocab is None:
+            self._grammar_vocab = GrammarTokenizer(
+                self.tokenizer, n_vocab=self.engine.limits.vocab_size, stop_ids=self.template.stop_ids
+            )
+        return JsonConstraint(self._grammar_vocab, options.response_schema)
 
     def _raw_window(self, messages: Sequence[Message], options: GenerationOptions) -> Window:
         """The one message's text as the whole prompt, no template; nothing can be dropped to fit it."""
@@ -168,6 +201,23 @@ class Generator:
         ``messages`` is a history already checked where it entered (types.validate_messages).
         """
         options = options or GenerationOptions()
+        # A bmodel with a greedy_head next to its logits lm_head (the bmrt runner's greedy_on_device)
+        # answers a greedy step with a token; penalties and structured output need the logits instead.
+        device_greedy = options.needs_logits and getattr(self.engine, "greedy_on_device", False) is True
+        if device_greedy:
+            self.engine.greedy_on_device = False  # type: ignore[attr-defined]
+        try:
+            yield from self._generate(messages, options, should_stop)
+        finally:
+            if device_greedy:
+                self.engine.greedy_on_device = True  # type: ignore[attr-defined]
+
+    def _generate(
+        self,
+        messages: Sequence[Message],
+        options: GenerationOptions,
+        should_stop: Callable[[], bool] | None,
+    ) -> Iterator[GenerationEvent]:
         start = time.perf_counter_ns()
         window = self._window(messages, options)
         if window.dropped_turns:
@@ -176,16 +226,17 @@ class Generator:
                 f"model's context of {self.max_seq_len} tokens"
             )
         prompt = list(window.prompt_ids)
-        sampler = Sampler(options)
+        sampler = Sampler(options, self._constraint(options))
         decoder = IncrementalDecoder(self.tokenizer)
         stops = StopStringFilter(options.stop)
-        # the additive penalties live on the host sampler only: they need the logits every step
+        # the additive penalties and structured output live on the host sampler only: they need the
+        # logits every step
         device = (
-            self.engine.capabilities.device_sampling
-            and not options.is_greedy
-            and not options.has_additive_penalties
+            self.engine.capabilities.device_sampling and not options.is_greedy and not options.needs_logits
         )
-        stop_ids = frozenset() if options.ignore_eos else self.template.stop_ids
+        stop_ids = (
+            frozenset() if options.ignore_eos and sampler.constraint is None else self.template.stop_ids
+        )
         load_ns, self._pending_load_ns = self._pending_load_ns, 0
 
         def sampling_request() -> DeviceSampling | None:
@@ -200,6 +251,11 @@ class Generator:
             )
 
         def choose(out: StepOutput) -> int:
+            if out.token is not None and sampler.constraint is not None:
+                raise EngineError(
+                    "structured output: the engine chose a token on the device instead of returning logits",
+                    hint="omit 'format' / 'response_format' on this model",
+                )
             if out.token is not None:
                 return out.token
             if out.candidates is not None:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
+from appliance.generation.structured import JsonConstraint
 from appliance.generation.types import GenerationOptions
 
 __all__ = ["Sampler", "apply_additive_penalties", "apply_repetition_penalty", "candidate_distribution"]
@@ -68,8 +69,9 @@ def candidate_distribution(
 class Sampler:
     """Chooses the next token from logits or candidates according to GenerationOptions."""
 
-    def __init__(self, options: GenerationOptions) -> None:
+    def __init__(self, options: GenerationOptions, constraint: JsonConstraint | None = None) -> None:
         self.options = options
+        self.constraint = constraint  # structured output: a grammar masks the logits before the draw
         self.rng = np.random.default_rng(options.seed)
         self.counts: dict[int, int] = {}  # ids drawn from logits so far (the additive penalties' input)
 
@@ -83,6 +85,8 @@ class Sampler:
         logits = apply_additive_penalties(
             logits, self.counts, presence=opts.presence_penalty, frequency=opts.frequency_penalty
         )
+        if self.constraint is not None:
+            logits = self.constraint.mask(logits)
         if opts.is_greedy:
             token = int(np.argmax(logits))
         else:
@@ -91,6 +95,8 @@ class Sampler:
             )
             token = int(ids[self.rng.choice(len(ids), p=probs)])
         self.counts[token] = self.counts.get(token, 0) + 1
+        if self.constraint is not None and token not in self.constraint.vocab.stop_ids:
+            self.constraint.advance(token)
         return token
 
     def from_candidates(self, probs: FloatArray, ids: npt.NDArray[np.int64]) -> int:

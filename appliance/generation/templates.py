@@ -14,8 +14,9 @@ that starts with an assistant turn) cannot happen here: windowing works on whole
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, NoReturn
 
@@ -42,6 +43,18 @@ class ChatTemplate:
     render: Callable[[Sequence[Message]], list[int]]
     stop_ids: frozenset[int]
     multi_turn: bool = True
+    # messages + tool definitions -> prompt ids; None: the template has no place for tools
+    render_tools: Callable[[Sequence[Message], list[dict[str, Any]]], list[int]] | None = None
+
+    def with_tools(self, tools: list[dict[str, Any]]) -> ChatTemplate:
+        """This template rendering ``tools`` into every prompt (InvalidRequest when it cannot)."""
+        if self.render_tools is None:
+            raise InvalidRequest(
+                "tools: this model's chat template does not render tool definitions",
+                hint="omit 'tools', or serve a model whose template supports them (Qwen2/2.5)",
+            )
+        render_tools = self.render_tools
+        return replace(self, render=lambda messages: render_tools(messages, tools))
 
 
 def _raise(message: str) -> NoReturn:
@@ -68,23 +81,51 @@ def _jinja_template(tok: ChatTokenizer, default_system: str | None) -> ChatTempl
 
     controls = control_pattern(tok)
 
-    def render(messages: Sequence[Message]) -> list[int]:
-        shield = ContentShield(tok, controls)  # content is text: only the template makes control tokens
-        msgs: list[dict[str, Any]] = [{"role": m.role, "content": shield.hide(m.content)} for m in messages]
+    def text(messages: Sequence[Message], shield: ContentShield, tools: list[dict[str, Any]] | None) -> str:
+        msgs: list[dict[str, Any]] = [_message_dict(m, shield) for m in messages]
         if default_system and msgs[0]["role"] != "system":
             msgs.insert(0, {"role": "system", "content": default_system})
+        extra = {"tools": tools} if tools else {}
         try:
-            text = compiled.render(
+            return compiled.render(
                 messages=msgs,
                 add_generation_prompt=True,
                 bos_token=tok.bos_token or "",
                 eos_token=tok.eos_token or "",
+                **extra,
             )
         except TemplateError as exc:
             raise InvalidRequest(f"the model's chat template failed: {exc}") from None
-        return shield.encode(text)
 
-    return ChatTemplate("tokenizer", render, tok.eos_ids)
+    def render(messages: Sequence[Message]) -> list[int]:
+        shield = ContentShield(tok, controls)  # content is text: only the template makes control tokens
+        return shield.encode(text(messages, shield, None))
+
+    def render_tools(messages: Sequence[Message], tools: list[dict[str, Any]]) -> list[int]:
+        shield = ContentShield(tok, controls)
+        return shield.encode(text(messages, shield, tools))
+
+    # a template supports tools when a tool given to it shows up in the prompt (Qwen2/2.5's do)
+    probe = [{"type": "function", "function": {"name": _PROBE_TOOL, "description": "", "parameters": {}}}]
+    try:
+        supports = _PROBE_TOOL in text([Message("user", "x")], ContentShield(tok, controls), probe)
+    except InvalidRequest:
+        supports = False
+    return ChatTemplate("tokenizer", render, tok.eos_ids, render_tools=render_tools if supports else None)
+
+
+_PROBE_TOOL = "llm_tpu_probe_tool"
+
+
+def _message_dict(m: Message, shield: ContentShield) -> dict[str, Any]:
+    """A message as chat templates take it (tool calls with their arguments as objects, as HF passes them)."""
+    out: dict[str, Any] = {"role": m.role, "content": shield.hide(m.content)}
+    if m.tool_calls:
+        out["tool_calls"] = [
+            {"type": "function", "function": {"name": c.name, "arguments": json.loads(c.arguments)}}
+            for c in m.tool_calls
+        ]
+    return out
 
 
 def _chatml_template(tok: ChatTokenizer, default_system: str | None) -> ChatTemplate:

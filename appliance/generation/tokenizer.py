@@ -91,6 +91,10 @@ class _FastBackend:
             self._literal.encode_special_tokens = True
         return list(self._literal.encode(text, add_special_tokens=False).ids)
 
+    def to_json(self) -> str:
+        """The tokenizer serialized as tokenizer.json (what llguidance reads for structured output)."""
+        return str(self._tok.to_str())
+
     def token_to_id(self, token: str) -> int | None:
         value = self._tok.token_to_id(token)
         return None if value is None else int(value)

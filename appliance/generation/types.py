@@ -20,13 +20,14 @@ __all__ = [
     "Notice",
     "TextDelta",
     "Timings",
+    "ToolCall",
     "ollama_options",
     "options_with_defaults",
     "validate_messages",
 ]
 
-Role = Literal["system", "user", "assistant"]
-ROLES: tuple[str, ...] = ("system", "user", "assistant")
+Role = Literal["system", "user", "assistant", "tool"]
+ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
 
 # "stop": a stop id or stop string; "length": max_new_tokens; "context": the model's context is full;
 # "cancelled": the caller cancelled (client gone, deadline).
@@ -34,9 +35,18 @@ DoneReason = Literal["stop", "length", "context", "cancelled"]
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """A function call the model made: its name and its arguments as JSON text (an object)."""
+
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
 class Message:
     role: Role
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()  # an assistant turn's calls (a history sent back with results)
 
 
 def validate_messages(raw: Sequence[Mapping[str, Any] | Message]) -> list[Message]:
@@ -51,15 +61,16 @@ def validate_messages(raw: Sequence[Mapping[str, Any] | Message]) -> list[Messag
     for i, m in enumerate(raw):
         role: Any
         content: Any
+        calls: tuple[ToolCall, ...] = ()
         if isinstance(m, Message):
-            role, content = m.role, m.content
+            role, content, calls = m.role, m.content, m.tool_calls
         elif isinstance(m, Mapping):
             role, content = m.get("role"), m.get("content")
         else:
             raise InvalidRequest(f"messages[{i}] is not an object with 'role' and 'content'")
         if role not in ROLES:
             raise InvalidRequest(
-                f"messages[{i}].role is {role!r}", hint="use one of 'system', 'user', 'assistant'"
+                f"messages[{i}].role is {role!r}", hint="use one of 'system', 'user', 'assistant', 'tool'"
             )
         if not isinstance(content, str):
             raise InvalidRequest(f"messages[{i}].content must be a string")
@@ -72,10 +83,15 @@ def validate_messages(raw: Sequence[Mapping[str, Any] | Message]) -> list[Messag
             ) from None
         if role == "system" and i != 0:
             raise InvalidRequest(f"messages[{i}] is a system message", hint="put the system message first")
-        out.append(Message(role, content))
-    if out[-1].role != "user":
+        if calls and role != "assistant":
+            raise InvalidRequest(f"messages[{i}].tool_calls: only an assistant message makes tool calls")
+        out.append(Message(role, content, calls))
+    if out[0].role == "tool":
+        raise InvalidRequest("messages[0] is a tool result", hint="a tool result follows the call it answers")
+    if out[-1].role not in ("user", "tool"):
         raise InvalidRequest(
-            f"the last message has role {out[-1].role!r}", hint="the last message must come from the user"
+            f"the last message has role {out[-1].role!r}",
+            hint="the last message must come from the user (or be a tool's result)",
         )
     return out
 
@@ -107,6 +123,11 @@ class GenerationOptions:
     # the one message's content is the whole prompt, tokenized as is (no chat template): /api/generate
     # raw=true and /v1/completions
     raw_prompt: bool = False
+    # structured output: the answer is JSON valid against this schema (JSON text), enforced on the logits
+    # (generation.structured); needs an engine that returns logits
+    response_schema: str | None = None
+    # tool calling: the tools (JSON text of OpenAI-shaped function definitions) the chat template renders
+    tools: str | None = None
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -132,6 +153,11 @@ class GenerationOptions:
     @property
     def has_additive_penalties(self) -> bool:
         return self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
+
+    @property
+    def needs_logits(self) -> bool:
+        """Options only the host sampler can honour (it sees the logits every step)."""
+        return self.has_additive_penalties or self.response_schema is not None
 
     @property
     def is_greedy(self) -> bool:
@@ -160,6 +186,8 @@ def options_with_defaults(
     presence_penalty: float | None = None,
     frequency_penalty: float | None = None,
     raw_prompt: bool | None = None,
+    response_schema: str | None = None,
+    tools: str | None = None,
 ) -> GenerationOptions:
     """The options a request (or a command line) gave, ``defaults`` (the served model's) for the rest."""
     given: dict[str, Any] = {
@@ -174,6 +202,8 @@ def options_with_defaults(
         "presence_penalty": presence_penalty,
         "frequency_penalty": frequency_penalty,
         "raw_prompt": raw_prompt,
+        "response_schema": response_schema,
+        "tools": tools,
     }
     # raises InvalidRequest for values out of range
     return dataclasses.replace(defaults, **{k: v for k, v in given.items() if v is not None})

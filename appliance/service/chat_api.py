@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from appliance.errors import ApplianceError, ServiceStopping
+from appliance.generation.tool_calls import ToolCallFilter, split_tool_calls
 from appliance.generation.types import (
     Finished,
     GenerationEvent,
@@ -23,6 +24,7 @@ from appliance.generation.types import (
     Message,
     Notice,
     TextDelta,
+    ToolCall,
 )
 from appliance.models.names import check_model_name
 from appliance.service.http_errors import error_body
@@ -76,7 +78,7 @@ async def start_job(
         check_model_name(model_name)  # a path or other non-name is a bad request, not an unknown model
     served = await state.model_for(model_name, keep_alive)
     options = options_for(served.defaults(state.config.generation))
-    served.generator.refuse_unsupported(options)
+    served.generator.refuse_unsupported(options, messages)
     served.generator.refuse_unfittable(messages, options)  # before a megabyte is tokenized
     job = state.scheduler.submit(messages, options, timeout_s=state.config.scheduler.request_timeout_s)
     events = state.scheduler.events(job)
@@ -155,8 +157,23 @@ async def ollama_chat(request: web.Request) -> web.StreamResponse:
     req = parse_request(OllamaChatRequest, await read_json(request))
     req.check_supported()
     return await ollama_respond(
-        request, req.model, req.to_messages(), req.to_options, stream=req.stream, keep_alive=req.keep_alive
+        request,
+        req.model,
+        req.to_messages(),
+        req.to_options,
+        stream=req.stream,
+        keep_alive=req.keep_alive,
+        tools=bool(req.tools),
     )
+
+
+def _ollama_message(content: str, calls: list[ToolCall]) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if calls:
+        message["tool_calls"] = [
+            {"function": {"name": c.name, "arguments": json.loads(c.arguments)}} for c in calls
+        ]
+    return {"message": message}
 
 
 async def ollama_respond(
@@ -168,14 +185,19 @@ async def ollama_respond(
     stream: bool,
     piece: Piece = chat_piece,
     keep_alive: float | str | None = None,
+    tools: bool = False,
 ) -> web.StreamResponse:
-    """Run a job and answer in Ollama's shape: NDJSON lines or one final record."""
+    """Run a job and answer in Ollama's shape: NDJSON lines or one final record. With ``tools`` the
+    model's ``<tool_call>`` blocks become message.tool_calls (held back from the streamed content)."""
     job, rest, first, name = await start_job(request, model, messages, options_for, keep_alive)
     resp: web.StreamResponse | None = None
+    calls_filter = ToolCallFilter() if tools else None
     try:
         if not stream:
             final, notices = await collect(first, rest)
             body = _ollama_final(name, final, final.text, piece)
+            if tools:
+                body.update(_ollama_message(*split_tool_calls(final.text)))
             if notices:
                 body["notices"] = notices
             return web.json_response(body)
@@ -183,11 +205,19 @@ async def ollama_respond(
         await resp.prepare(request)
         try:
             async for event in chain(first, rest):
+                if isinstance(event, Finished) and calls_filter is not None:
+                    content, calls = calls_filter.finish()
+                    if content or calls:
+                        held = {"model": name, "created_at": _now_iso(), **_ollama_message(content, calls)}
+                        await resp.write(json.dumps({**held, "done": False}).encode() + b"\n")
                 if isinstance(event, TextDelta):
+                    text = event.text if calls_filter is None else calls_filter.feed(event.text)
+                    if not text:
+                        continue
                     chunk: dict[str, Any] = {
                         "model": name,
                         "created_at": _now_iso(),
-                        **piece(event.text),
+                        **piece(text),
                         "eval_count": event.tokens,  # ours: tokens so far (a piece may hold several)
                         "done": False,
                     }
@@ -238,7 +268,22 @@ def _sse(obj: dict[str, Any]) -> bytes:
 async def openai_chat(request: web.Request) -> web.StreamResponse:
     req = parse_request(ChatCompletionRequest, await read_json(request))
     req.check_supported()
-    return await openai_respond(request, req, req.to_messages(), req.to_options, text_completion=False)
+    tools = bool(req.tools) and req.tool_choice != "none"
+    return await openai_respond(
+        request, req, req.to_messages(), req.to_options, text_completion=False, tools=tools
+    )
+
+
+def _openai_calls(ident: str, calls: list[ToolCall], *, indexed: bool) -> list[dict[str, Any]]:
+    return [
+        {
+            **({"index": i} if indexed else {}),
+            "id": f"call_{ident}_{i}",
+            "type": "function",
+            "function": {"name": c.name, "arguments": c.arguments},
+        }
+        for i, c in enumerate(calls)
+    ]
 
 
 async def openai_completions(request: web.Request) -> web.StreamResponse:
@@ -255,8 +300,11 @@ async def openai_respond(
     options_for: OptionsFor,
     *,
     text_completion: bool,
+    tools: bool = False,
 ) -> web.StreamResponse:
-    """Run a job and answer in OpenAI's shape: a chat completion or a text completion, SSE or one body."""
+    """Run a job and answer in OpenAI's shape: a chat completion or a text completion, SSE or one body.
+    With ``tools`` the model's ``<tool_call>`` blocks become message.tool_calls (finish_reason
+    "tool_calls"), held back from the streamed content."""
     job, rest, first, name = await start_job(request, req.model, messages, options_for)
     prefix, obj = ("cmpl", "text_completion") if text_completion else ("chatcmpl", "chat.completion")
     ident, created = f"{prefix}-{job.id}", int(time.time())
@@ -283,6 +331,14 @@ async def openai_respond(
                     "finish_reason": finish,
                 }
             )
+            content, calls = split_tool_calls(final.text) if tools else (final.text, [])
+            if calls:
+                whole["message"] = {
+                    "role": "assistant",
+                    "content": content or None,
+                    "tool_calls": _openai_calls(ident, calls, indexed=False),
+                }
+                whole["finish_reason"] = "tool_calls"
             body: dict[str, Any] = {
                 "id": ident,
                 "object": obj,
@@ -310,13 +366,25 @@ async def openai_respond(
         if not text_completion:
             await resp.write(chunk(choice("", None, role=True)))
         try:
+            calls_filter = ToolCallFilter() if tools else None
             async for event in chain(first, rest):
                 if isinstance(event, TextDelta):
-                    await resp.write(chunk(choice(event.text, None)))
+                    text = event.text if calls_filter is None else calls_filter.feed(event.text)
+                    if text:
+                        await resp.write(chunk(choice(text, None)))
                 elif isinstance(event, Notice):
                     await resp.write(chunk(choice(None, None), notice=event.message))
                 else:
-                    await resp.write(chunk(choice(None, _FINISH_REASON[event.done_reason])))
+                    finish = _FINISH_REASON[event.done_reason]
+                    if calls_filter is not None:
+                        content, calls = calls_filter.finish()
+                        if content:
+                            await resp.write(chunk(choice(content, None)))
+                        if calls:
+                            delta = {"tool_calls": _openai_calls(ident, calls, indexed=True)}
+                            await resp.write(chunk({"index": 0, "delta": delta, "finish_reason": None}))
+                            finish = "tool_calls"
+                    await resp.write(chunk(choice(None, finish)))
                     if include_usage:
                         await resp.write(_sse({**base, "choices": [], "usage": _usage(event)}))
         except ApplianceError as err:

@@ -71,9 +71,10 @@ def sampling_mode(m: LoadedModel) -> str:
     return "device head (host for additive penalties)" if caps.device_sampling else "host"
 
 
-def capabilities() -> list[str]:
-    """Ollama's capability names a served model has: text completion (no embeddings, tools, vision)."""
-    return ["completion"]
+def capabilities(*, tools: bool = False) -> list[str]:
+    """Ollama's capability names a served model has: text completion, tools when its chat template renders
+    them (known once it is loaded); no embeddings, no vision."""
+    return ["completion", "tools"] if tools else ["completion"]
 
 
 def _details(family: str, fmt: str, quantization: str) -> dict[str, Any]:

@@ -126,7 +126,7 @@ async def api_show(request: web.Request) -> web.Response:
             "template": served.generator.tokenizer.chat_template or served.generator.template.name,
             "details": entry["details"],
             "model_info": info,
-            "capabilities": capabilities(),
+            "capabilities": capabilities(tools=served.generator.template.render_tools is not None),
             "modified_at": entry["modified_at"],
         }
     )

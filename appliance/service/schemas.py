@@ -8,12 +8,21 @@ shapes as plain dicts on the hot path.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from appliance.errors import InvalidRequest
-from appliance.generation.types import GenerationOptions, Message, options_with_defaults, validate_messages
+from appliance.generation.structured import ANY_JSON_OBJECT, schema_text
+from appliance.generation.types import (
+    GenerationOptions,
+    Message,
+    ToolCall,
+    options_with_defaults,
+    validate_messages,
+)
 
 __all__ = [
     "OPENAI_IGNORED_FIELDS",
@@ -43,11 +52,46 @@ class _Request(BaseModel):
 
 
 # -- Ollama ------------------------------------------------------------------------------------
+def _tools_text(tools: list[dict[str, Any]] | None, where: str) -> str | None:
+    """OpenAI-shaped function tools ({"type": "function", "function": {"name": ...}}) as JSON text."""
+    if not tools:
+        return None
+    for i, tool in enumerate(tools):
+        function = tool.get("function")
+        if tool.get("type", "function") != "function" or not isinstance(function, dict):
+            raise InvalidRequest(
+                f"{where}[{i}] is not a function tool", hint='send {"type": "function", "function": {...}}'
+            )
+        if not isinstance(function.get("name"), str) or not function["name"]:
+            raise InvalidRequest(f"{where}[{i}].function.name is missing")
+    return json.dumps(tools, ensure_ascii=False)
+
+
+def _tool_calls(raw: list[dict[str, Any]] | None, where: str) -> tuple[ToolCall, ...]:
+    """Calls an assistant message made, as either API sends them back (arguments an object or JSON text)."""
+    calls = []
+    for i, item in enumerate(raw or ()):
+        function = item.get("function")
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise InvalidRequest(f"{where}[{i}].function.name is missing")
+        arguments = function.get("arguments", {})
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments or "{}")
+            except json.JSONDecodeError:
+                raise InvalidRequest(f"{where}[{i}].function.arguments is not JSON") from None
+        if not isinstance(arguments, dict):
+            raise InvalidRequest(f"{where}[{i}].function.arguments must be an object")
+        calls.append(ToolCall(function["name"], json.dumps(arguments, ensure_ascii=False)))
+    return tuple(calls)
+
+
 class OllamaMessage(_Request):
     role: str
     content: str = ""
     images: list[str] | None = None
     tool_calls: list[dict[str, Any]] | None = None
+    tool_name: str | None = Field(None, description="a tool result's tool (accepted; the template places it)")
 
 
 class OllamaOptions(_Request):
@@ -64,7 +108,9 @@ class OllamaOptions(_Request):
     presence_penalty: float | None = Field(None, ge=-2, le=2, description="host sampler only (logits)")
     frequency_penalty: float | None = Field(None, ge=-2, le=2, description="host sampler only (logits)")
 
-    def to_options(self, defaults: GenerationOptions, *, raw_prompt: bool = False) -> GenerationOptions:
+    def to_options(
+        self, defaults: GenerationOptions, *, raw_prompt: bool = False, response_schema: str | None = None
+    ) -> GenerationOptions:
         max_tokens = self.num_predict
         if max_tokens is not None and max_tokens < 0:
             max_tokens = UNLIMITED_TOKENS
@@ -83,15 +129,25 @@ class OllamaOptions(_Request):
             presence_penalty=self.presence_penalty,
             frequency_penalty=self.frequency_penalty,
             raw_prompt=raw_prompt,
+            response_schema=response_schema,
         )
 
 
 KeepAlive = float | str | None  # seconds, or a duration ("5m", "1h30m"); 0 unloads now, negative never
 
 
-def _refuse_format_and_think(req: OllamaChatRequest | OllamaGenerateRequest) -> None:
-    if req.format not in (None, ""):
-        raise InvalidRequest("format: structured (JSON) output is not supported", hint="omit 'format'")
+def _ollama_schema(fmt: str | dict[str, Any] | None) -> str | None:
+    """Ollama's ``format``: "json" (any JSON object) or a JSON schema, as GenerationOptions.response_schema."""
+    if fmt in (None, ""):
+        return None
+    if fmt == "json":
+        return ANY_JSON_OBJECT
+    if isinstance(fmt, dict):
+        return schema_text(fmt, "format")
+    raise InvalidRequest(f"format is {fmt!r}", hint='send "json" or a JSON schema object')
+
+
+def _refuse_think(req: OllamaChatRequest | OllamaGenerateRequest) -> None:
     if req.think not in (None, False):
         raise InvalidRequest("think: thinking mode is not supported", hint="omit 'think'")
 
@@ -110,17 +166,24 @@ class OllamaChatRequest(_Request):
         for i, m in enumerate(self.messages):
             if m.images:
                 raise InvalidRequest(f"messages[{i}].images: this model takes text only")
-        _refuse_format_and_think(self)
-        if self.tools:
-            raise InvalidRequest(
-                "tools: tool calling is not supported by this appliance", hint="omit 'tools'"
-            )
+        _refuse_think(self)
+        _ollama_schema(self.format)
+        _tools_text(self.tools, "tools")
 
     def to_options(self, defaults: GenerationOptions) -> GenerationOptions:
-        return (self.options or OllamaOptions.model_validate({})).to_options(defaults)
+        opts = self.options or OllamaOptions.model_validate({})
+        options = opts.to_options(defaults, response_schema=_ollama_schema(self.format))
+        return dataclasses.replace(options, tools=_tools_text(self.tools, "tools"))
 
     def to_messages(self) -> list[Message]:
-        return validate_messages([{"role": m.role, "content": m.content} for m in self.messages])
+        return validate_messages(
+            [
+                Message(m.role, m.content, _tool_calls(m.tool_calls, f"messages[{i}].tool_calls"))  # type: ignore[arg-type]
+                if m.role in ("system", "user", "assistant", "tool")
+                else {"role": m.role, "content": m.content}
+                for i, m in enumerate(self.messages)
+            ]
+        )
 
 
 class OllamaGenerateRequest(_Request):
@@ -142,7 +205,8 @@ class OllamaGenerateRequest(_Request):
     images: list[str] | None = None
 
     def check_supported(self) -> None:
-        _refuse_format_and_think(self)
+        _refuse_think(self)
+        _ollama_schema(self.format)
         if self.images:
             raise InvalidRequest("images: this model takes text only", hint="omit 'images'")
         if self.suffix:
@@ -157,7 +221,7 @@ class OllamaGenerateRequest(_Request):
 
     def to_options(self, defaults: GenerationOptions) -> GenerationOptions:
         opts = self.options or OllamaOptions.model_validate({})
-        return opts.to_options(defaults, raw_prompt=self.raw)
+        return opts.to_options(defaults, raw_prompt=self.raw, response_schema=_ollama_schema(self.format))
 
     def to_messages(self) -> list[Message]:
         if self.raw:
@@ -196,7 +260,7 @@ class OllamaChatChunk(BaseModel):
 
     model: str
     created_at: str
-    message: dict[str, str]
+    message: dict[str, Any]  # role, content, and tool_calls when the model called tools
     done: bool
     done_reason: str | None = None
     total_duration: int | None = None
@@ -218,9 +282,13 @@ class ContentPart(_Request):
 
 
 class OpenAIMessage(_Request):
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = Field(
+        None, description="a tool result's call (accepted; results follow calls in order)"
+    )
 
     def text(self, index: int) -> str:
         if self.content is None:
@@ -301,7 +369,13 @@ class _OpenAIRequest(_Request):
             )
 
     def _options(
-        self, defaults: GenerationOptions, max_tokens: int | None, *, raw_prompt: bool = False
+        self,
+        defaults: GenerationOptions,
+        max_tokens: int | None,
+        *,
+        raw_prompt: bool = False,
+        response_schema: str | None = None,
+        tools: str | None = None,
     ) -> GenerationOptions:
         stop = [self.stop] if isinstance(self.stop, str) else self.stop
         return options_with_defaults(
@@ -317,7 +391,31 @@ class _OpenAIRequest(_Request):
             presence_penalty=self.presence_penalty,
             frequency_penalty=self.frequency_penalty,
             raw_prompt=raw_prompt,
+            response_schema=response_schema,
+            tools=tools,
         )
+
+
+def _openai_schema(response_format: dict[str, Any] | None) -> str | None:
+    """OpenAI's ``response_format`` as GenerationOptions.response_schema: text (None), json_object (any
+    JSON object) or json_schema ({"json_schema": {"name": ..., "schema": {...}, "strict": ...}})."""
+    kind = (response_format or {}).get("type")
+    if kind in (None, "text"):
+        return None
+    if kind == "json_object":
+        return ANY_JSON_OBJECT
+    if kind == "json_schema":
+        spec = (response_format or {}).get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if not isinstance(schema, dict):
+            raise InvalidRequest(
+                "response_format.json_schema.schema is missing or not an object",
+                hint='send {"type": "json_schema", "json_schema": {"name": "...", "schema": {...}}}',
+            )
+        return schema_text(schema, "response_format.json_schema.schema")
+    raise InvalidRequest(
+        f"response_format.type is {kind!r}", hint="use 'text', 'json_object' or 'json_schema'"
+    )
 
 
 class ChatCompletionRequest(_OpenAIRequest):
@@ -333,19 +431,29 @@ class ChatCompletionRequest(_OpenAIRequest):
         self._check_common()
         if self.logprobs or self.top_logprobs:
             raise InvalidRequest("logprobs are not supported", hint="omit 'logprobs'")
-        if self.response_format and self.response_format.get("type") not in (None, "text"):
-            raise InvalidRequest("response_format: only 'text' is supported", hint="omit 'response_format'")
-        if self.tools or self.tool_choice not in (None, "none"):
+        _openai_schema(self.response_format)
+        if self.tool_choice not in (None, "none", "auto"):
             raise InvalidRequest(
-                "tools: tool calling is not supported by this appliance", hint="omit 'tools'"
+                f"tool_choice: only 'auto' and 'none' are supported, not {self.tool_choice!r}",
+                hint="omit 'tool_choice' (the model decides whether to call a tool)",
             )
+        _tools_text(self.tools, "tools")
 
     def to_options(self, defaults: GenerationOptions) -> GenerationOptions:
-        return self._options(defaults, self.max_completion_tokens or self.max_tokens)
+        return self._options(
+            defaults,
+            self.max_completion_tokens or self.max_tokens,
+            response_schema=_openai_schema(self.response_format),
+            tools=None if self.tool_choice == "none" else _tools_text(self.tools, "tools"),
+        )
 
     def to_messages(self) -> list[Message]:
         raw = [
-            {"role": "system" if m.role == "developer" else m.role, "content": m.text(i)}
+            Message(
+                "system" if m.role == "developer" else m.role,
+                m.text(i),
+                _tool_calls(m.tool_calls, f"messages[{i}].tool_calls"),
+            )
             for i, m in enumerate(self.messages)
         ]
         return validate_messages(raw)
