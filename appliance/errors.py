@@ -147,6 +147,14 @@ class InsufficientTPUMemory(EngineError):
     code = "insufficient_tpu_memory"
 
 
+class ModelDoesNotFit(InsufficientTPUMemory):
+    """A request names a model whose TPU memory need exceeds what the heaps can give it, even with the
+    loaded model unloaded: nothing was unloaded, and retrying will not help (507, no Retry-After)."""
+
+    http_status = 507
+    code = "model_does_not_fit"
+
+
 class CompileError(ApplianceError):
     exit_code = 3
     code = "compile_error"

@@ -144,5 +144,6 @@ def test_a_model_that_cannot_fit_is_refused_before_unloading(tmp_path: Path, sto
         with pytest.raises(InsufficientTPUMemory) as info:
             switcher.check_memory(needing(301), tpu)
         assert "needs 301 MiB" in info.value.message and "300 MiB free" in info.value.message
+        assert (info.value.http_status, info.value.code) == (507, "model_does_not_fit")  # not a retryable 503
         switcher.check_memory(needing(5000), ModelSection(ref=str(installed.path), engine="host"))  # no TPU
         assert json.loads(client.get("/api/ps").text)["models"][0]["model"] == "scripted"

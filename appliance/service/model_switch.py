@@ -26,8 +26,8 @@ from appliance.config.schema import ModelSection
 from appliance.errors import (
     ApplianceError,
     DeadlineExceeded,
-    InsufficientTPUMemory,
     InvalidRequest,
+    ModelDoesNotFit,
     ModelLoadError,
     ModelNotFound,
 )
@@ -207,7 +207,7 @@ class ModelSwitcher:
         await self.state.scheduler.run_on_engine_thread(current.close)
 
     def check_memory(self, target: InstalledModel, section: ModelSection) -> None:
-        """InsufficientTPUMemory when the target's need exceeds the free npu heap plus what the current
+        """ModelDoesNotFit (507) when the target's need exceeds the free npu heap plus what the current
         model frees; skipped for host/scripted engines and without live heap figures."""
         engine = section.engine if section.engine != "auto" else target.manifest.engine
         need = target.manifest.memory_need_bytes
@@ -224,7 +224,7 @@ class ModelSwitcher:
         if current is not None and current.engine.info.kind in HOST_ENGINES:
             freed = 0
         if need > free + freed:
-            raise InsufficientTPUMemory(
+            raise ModelDoesNotFit(
                 f"model {target.name!r} needs {need / MIB:.0f} MiB of TPU memory; the npu heap has "
                 f"{free / MIB:.0f} MiB free, {(free + freed) / MIB:.0f} MiB once the current model is unloaded",
                 hint="use a smaller model, or grow the npu heap (llm-tpu provision)",
