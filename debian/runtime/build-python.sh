@@ -180,6 +180,9 @@ bundle_deps() {  # copy what $1 needs (and is not from glibc or already bundled)
   local lib path
   while read -r lib path; do
     is_system_lib "$lib" && continue
+    # Already bundled (libssl.so.3 needs libcrypto.so.3 beside it): ldd cannot find it before the
+    # $ORIGIN RUNPATHs are set below, and that is not an error.
+    [ -e "$PREFIX/lib/$lib" ] && continue
     [ "$path" = "not" ] && { echo "build-python: $1 needs $lib, not found" >&2; exit 1; }
     case "$path" in "$PREFIX"/*) continue ;; esac
     if [ ! -e "$PREFIX/lib/$lib" ]; then
@@ -191,11 +194,17 @@ bundle_deps() {  # copy what $1 needs (and is not from glibc or already bundled)
 }
 objects=("$py" "$dynload"/*.so "$PREFIX"/lib/libssl.so.3 "$PREFIX"/lib/libcrypto.so.3 \
   "$PREFIX"/lib/engines-3/*.so "$PREFIX"/lib/ossl-modules/*.so)
+# bundle_deps runs in a subshell (its output is the list of new files): its failure is checked here.
+bundle_new() {  # bundle what $1 needs; the files it brought are appended to $new
+  local out
+  out=$(bundle_deps "$1") || exit 1
+  [ -z "$out" ] || mapfile -t -O "${#new[@]}" new <<<"$out"
+}
 new=()
-for obj in "${objects[@]}"; do mapfile -t -O "${#new[@]}" new < <(bundle_deps "$obj"); done
+for obj in "${objects[@]}"; do bundle_new "$obj"; done
 while ((${#new[@]})); do  # the bundled libraries' own dependencies, until nothing new comes
   batch=("${new[@]}"); new=()
-  for obj in "${batch[@]}"; do mapfile -t -O "${#new[@]}" new < <(bundle_deps "$obj"); done
+  for obj in "${batch[@]}"; do bundle_new "$obj"; done
 done
 find "$PREFIX" -type f \( -name '*.so' -o -name '*.so.*' -o -path "$PREFIX/bin/*" \) -print0 |
   while IFS= read -r -d '' f; do
