@@ -51,15 +51,16 @@ repo: deb deb-arm64
 
 # Install, run, upgrade, remove and purge the package from the signed repository in clean Debian 11
 # and 12 chroots (tests/package/). The repository holds the amd64 package only here, so that CI does
-# not build the arm64 one on every change (make test-arm64 does).
+# not build the arm64 one on every change (make test-arm64 does). -s: the measured times (install,
+# fleet runs) go into the log.
 package-test: deb
 	$(SYSPATH) python3 scripts/make_repo.py --arch amd64 dist dist/repo
-	$(PY) -m pytest -q -p no:cacheprovider tests/package -m "package and not arm64"
+	$(PY) -m pytest -q -s -p no:cacheprovider tests/package -m "package and not arm64"
 
 # The arm64 package from the two-architecture repository in an arm64 Debian 12 chroot under
 # qemu-user-static (binfmt registered for the test only).
 test-arm64: repo
-	$(PY) -m pytest -q -p no:cacheprovider tests/package -m "package and arm64"
+	$(PY) -m pytest -q -s -p no:cacheprovider tests/package -m "package and arm64"
 
 # The package llm-tpu-model-smollm2-135m (dist/): the embedded model compiled for the TPU, bf16 and w4bf16.
 model-deb: venv compiler
