@@ -17,7 +17,7 @@ from pathlib import Path
 import ollama
 import openai
 import pytest
-from support.service import TINY_HF, InProcessService, in_process
+from support.service import TINY_HF, InProcessService, http_client, in_process
 from support.stock_clients import VIA, tcp_settings
 from support.stock_clients import ollama_client as _ollama
 from support.stock_clients import openai_client as _openai
@@ -188,6 +188,17 @@ def test_pull_over_tcp_when_the_config_allows_it(tmp_path: Path, store: Path) ->
         assert client.pull(str(TINY_HF)).status == "success"
         assert [m.model for m in client.list().models][1:] == ["hf"]
         assert client.delete("hf").status == "success"
+
+
+def test_pull_and_delete_without_model_administration_are_501(tmp_path: Path, store: Path) -> None:
+    """A service not started by `llm-tpu serve` (no ModelAdmin passed in) says so instead of failing."""
+    with in_process(tmp_path, admin=False) as svc:
+        for method, path in (("post", "/api/pull"), ("delete", "/api/delete")):
+            reply = http_client(svc).request(method, path, json={"model": str(TINY_HF)})
+            assert reply.status_code == 501, reply.text
+            body = reply.json()
+            assert body["code"] == "admin_api_unavailable" and "llm-tpu models" in body["hint"]
+    assert not store.exists()
 
 
 # -- OpenAI ------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from appliance.engine.options import ENGINE_CHOICES
 from appliance.errors import ConfigError
 from appliance.service.systemd_integration import setup_logging
 from provisioning.board import tpu_status
+from provisioning.model_admin import StoreAdmin
 
 # sysexits.h EX_CONFIG: llm-tpu.service lists it in RestartPreventExitStatus=, so a broken
 # configuration stops the service once with its message in the journal instead of a restart loop.
@@ -44,7 +45,7 @@ def _serve(args: argparse.Namespace) -> int:
     loaded = load_config(args.config, overrides=overrides)
     level = "debug" if args.verbose >= 2 else ("info" if args.verbose == 1 else loaded.config.logging.level)
     setup_logging(level)
-    return asyncio.run(run_service(loaded, device_probe=tpu_status))
+    return asyncio.run(run_service(loaded, device_probe=tpu_status, model_admin=StoreAdmin()))
 
 
 def register(sub: argparse._SubParsersAction) -> None:

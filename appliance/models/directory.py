@@ -28,6 +28,7 @@ __all__ = [
     "WEIGHT_SUFFIXES",
     "bmodel_facts",
     "bmodel_file_manifest",
+    "bmodel_net_names",
     "build_manifest",
     "check_tokenizer",
     "describe_files",
@@ -101,6 +102,14 @@ def bmodel_facts(bmodel: Path) -> dict[str, Any]:
         if net.name == "embedding" and net.stages and net.stages[0].inputs:
             facts["max_seq_len"] = int(net.stages[0].inputs[0].shape[-1])
     return facts
+
+
+def bmodel_net_names(bmodel: Path) -> list[str]:
+    """The nets a bmodel holds, in file order (empty when it cannot be read, e.g. encrypted)."""
+    try:
+        return [net.name for net in read_bmodel(bmodel).nets]
+    except ApplianceError:
+        return []
 
 
 def has_tokenizer(directory: Path) -> bool:

@@ -12,9 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from appliance.bmodel.reader import read_bmodel
 from appliance.config.schema import GenerationDefaults
-from appliance.errors import ApplianceError
+from appliance.models.directory import bmodel_net_names
 from appliance.models.loader import LoadedModel
 from appliance.models.manifest import InstalledModel
 from appliance.models.store import ModelStore
@@ -120,10 +119,7 @@ def _nets(m: LoadedModel) -> list[str]:
     path = Path(m.engine.info.model_path)
     if path.suffix != ".bmodel" or not path.is_file():
         return []
-    try:
-        return [net.name for net in read_bmodel(path).nets]
-    except ApplianceError:
-        return []
+    return bmodel_net_names(path)
 
 
 def model_info(m: LoadedModel) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from appliance.service.connection_guard import CappedSockSite, ListenerGuard
 from appliance.service.metrics import ServiceMetrics
 from appliance.service.model_switch import ModelSwitcher
 from appliance.service.scheduler import Scheduler
-from appliance.service.state import DeviceProbe, ServiceState, device_nodes
+from appliance.service.state import DeviceProbe, ModelAdmin, ServiceState, device_nodes
 
 __all__ = ["ServiceRunner", "bind_tcp_socket", "bind_unix_socket", "read_token", "run_service"]
 
@@ -176,6 +176,7 @@ class ServiceRunner:
         *,
         model_loader: ModelLoader = load_model,
         device_probe: DeviceProbe = device_nodes,
+        model_admin: ModelAdmin | None = None,
     ) -> None:
         self.config = loaded.config
         self._loader = model_loader
@@ -184,7 +185,11 @@ class ServiceRunner:
             queue_size=self.config.scheduler.queue_size, metrics=self.metrics, on_change=self._status_changed
         )
         self.state = ServiceState(
-            config=self.config, scheduler=self.scheduler, metrics=self.metrics, device_probe=device_probe
+            config=self.config,
+            scheduler=self.scheduler,
+            metrics=self.metrics,
+            device_probe=device_probe,
+            model_admin=model_admin,
         )
         self.switcher = ModelSwitcher(self.state, model_loader)
         self.state.switcher = self.switcher
@@ -373,10 +378,16 @@ class ServiceRunner:
 
 
 async def run_service(
-    loaded: LoadedConfig, *, model_loader: ModelLoader = load_model, device_probe: DeviceProbe = device_nodes
+    loaded: LoadedConfig,
+    *,
+    model_loader: ModelLoader = load_model,
+    device_probe: DeviceProbe = device_nodes,
+    model_admin: ModelAdmin | None = None,
 ) -> int:
     """`llm-tpu serve`: run until SIGTERM/SIGINT, then drain and exit 0."""
-    runner = ServiceRunner(loaded, model_loader=model_loader, device_probe=device_probe)
+    runner = ServiceRunner(
+        loaded, model_loader=model_loader, device_probe=device_probe, model_admin=model_admin
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

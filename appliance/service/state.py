@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
@@ -16,16 +16,31 @@ from appliance.config.schema import ApplianceConfig
 from appliance.errors import ApplianceError, ModelNotFound, ServiceUnavailable
 from appliance.models.loader import LoadedModel
 from appliance.service.metrics import ServiceMetrics
+from appliance.service.model_switch import request_keep_alive
 from appliance.service.scheduler import Scheduler
 
 if TYPE_CHECKING:
     from appliance.service.model_switch import ModelSwitcher
 
-__all__ = ["STATE", "DeviceProbe", "ServiceState", "device_nodes"]
+__all__ = ["STATE", "DeviceProbe", "ModelAdmin", "ServiceState", "device_nodes"]
 
 # What /api/status shows under "tpu". `llm-tpu serve` passes provisioning's probe (device nodes and the
 # live ION heaps); the service itself knows nothing of the board.
 DeviceProbe = Callable[[], dict[str, Any]]
+
+
+class ModelAdmin(Protocol):
+    """Installs and removes models in the store for /api/pull and /api/delete. `llm-tpu serve` passes
+    provisioning's (provisioning.model_admin: the code of `llm-tpu models pull/import/rm`); the service
+    itself installs nothing, and without one the admin routes answer 501."""
+
+    def install(self, ref: str, *, name: str | None, sha256: str | None, tokenizer: str | None) -> Path:
+        """Install ``ref`` (a model directory on this machine, a catalog name, URL, dfss path or .bmodel)."""
+        ...
+
+    def remove(self, name: str) -> Path:
+        """Remove the installed model ``name``; its former path."""
+        ...
 
 
 def device_nodes() -> dict[str, Any]:
@@ -51,13 +66,12 @@ class ServiceState:
     started: float = field(default_factory=time.monotonic)
     started_wall: float = field(default_factory=time.time)
     device_probe: DeviceProbe = device_nodes
+    model_admin: ModelAdmin | None = None  # /api/pull and /api/delete (None: answered 501)
     switcher: ModelSwitcher | None = None  # models on demand (set by the runner)
 
     async def model_for(self, requested: str, keep_alive: float | str | None = None) -> LoadedModel:
         """The loaded model ``requested`` names, switching models when needed (model_switch.py); without a
         switcher (a bare app in tests) the one loaded model."""
-        from appliance.service.model_switch import request_keep_alive
-
         ka = request_keep_alive(keep_alive)
         if self.switcher is not None:
             return await self.switcher.acquire(requested, ka)

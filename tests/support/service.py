@@ -28,6 +28,7 @@ from appliance.config import load_config
 from appliance.engine.scripted import ScriptedEngine
 from appliance.service.server import ServiceRunner
 from appliance.service.state import DeviceProbe, device_nodes
+from provisioning.model_admin import StoreAdmin
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_HF = REPO / "tests" / "fixtures" / "tiny-qwen2" / "hf"
@@ -60,9 +61,12 @@ def scripted_settings(socket_path: Path, **sections: Any) -> dict[str, Any]:
 class InProcessService:
     """A ServiceRunner on its own event loop thread."""
 
-    def __init__(self, config_path: Path, device_probe: DeviceProbe = device_nodes) -> None:
+    def __init__(
+        self, config_path: Path, device_probe: DeviceProbe = device_nodes, admin: bool = True
+    ) -> None:
         self.loaded = load_config(config_path, env={})
         self._device_probe = device_probe
+        self._admin = admin
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
@@ -71,7 +75,9 @@ class InProcessService:
         self.call(self._wait_loaded)
 
     async def _make(self) -> ServiceRunner:
-        return ServiceRunner(self.loaded, device_probe=self._device_probe)
+        # what `llm-tpu serve` passes for /api/pull and /api/delete
+        admin = StoreAdmin() if self._admin else None
+        return ServiceRunner(self.loaded, device_probe=self._device_probe, model_admin=admin)
 
     async def _wait_loaded(self) -> None:
         await asyncio.wait_for(self.runner.loaded.wait(), 60)
@@ -101,10 +107,12 @@ class InProcessService:
 
 @contextmanager
 def in_process(
-    tmp_path: Path, device_probe: DeviceProbe = device_nodes, **sections: Any
+    tmp_path: Path, device_probe: DeviceProbe = device_nodes, admin: bool = True, **sections: Any
 ) -> Iterator[InProcessService]:
+    """A service on ``tmp_path``/llm.sock; ``admin=False``: started without model administration, as
+    a service that `llm-tpu serve` did not start (/api/pull and /api/delete answer 501)."""
     cfg = write_config(tmp_path, scripted_settings(tmp_path / "llm.sock", **sections))
-    service = InProcessService(cfg, device_probe)
+    service = InProcessService(cfg, device_probe, admin)
     try:
         yield service
     finally:
