@@ -9,6 +9,9 @@ SmolLM2-135M are 540 MB a token, int8 135 MB, int4 (+ its scales) about 110 MB.
   min and max of the group map to 0 and 15). A Q4_1 GGUF stores exactly this (blocks of 32 with a
   scale and a minimum), so for the embedded model int4 gives back the GGUF's own weights. The head
   (tied to the embedding in small models) stays int8.
+- torch's kernels are fast on x86 for bf16 activations only (fp32 takes a scalar path, 50x slower),
+  so a quantized layer rounds its input to bf16 and returns fp32 (int8 applies its fp32 scales to the
+  kernel's output); everything between the layers (norms, attention, residuals) stays fp32.
 - The input embedding (usually the largest tensor) is int8 per row in both modes; when it is tied to
   the head, both share one int8 copy.
 
@@ -96,10 +99,17 @@ def _define_classes() -> tuple[type, type, type]:
             self.weight = nn.Buffer(torch.empty(out_features, in_features, dtype=torch.int8, device=device))
             self.scales = nn.Buffer(torch.empty(out_features, dtype=torch.float32, device=device))
             self.bias = nn.Buffer(torch.empty(out_features, device=device)) if bias else None
+            self._ones = torch.empty(0)
+
+        def _make_ones(self) -> Any:
+            self._ones = torch.ones(self.out_features, dtype=torch.bfloat16)
+            return self._ones
 
         def forward(self, x: Any) -> Any:
             shape = x.shape
-            y = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, shape[-1]), self.weight, self.scales)
+            xb = x.reshape(-1, shape[-1]).to(torch.bfloat16)
+            ones = self._ones if self._ones.dtype == torch.bfloat16 else self._make_ones()
+            y = torch.ops.aten._weight_int8pack_mm(xb, self.weight, ones).float() * self.scales
             if self.bias is not None:
                 y = y + self.bias
             return y.reshape(*shape[:-1], self.out_features)
@@ -117,12 +127,15 @@ def _define_classes() -> tuple[type, type, type]:
                 torch.empty(in_features // INT4_GROUP, out_features, 2, dtype=torch.float32, device=device)
             )
             self.bias = nn.Buffer(torch.empty(out_features, device=device)) if bias else None
+            self._sz = torch.empty(0)  # the kernel's bf16 copy, made on the first call
 
         def forward(self, x: Any) -> Any:
             shape = x.shape
+            if self._sz.dtype != torch.bfloat16:
+                self._sz = self.scales_zeros.to(torch.bfloat16)
             y = torch.ops.aten._weight_int4pack_mm_for_cpu(
-                x.reshape(-1, shape[-1]), self.weight, INT4_GROUP, self.scales_zeros
-            )
+                x.reshape(-1, shape[-1]).to(torch.bfloat16), self.weight, INT4_GROUP, self._sz
+            ).float()
             if self.bias is not None:
                 y = y + self.bias
             return y.reshape(*shape[:-1], self.out_features)
