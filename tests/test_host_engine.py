@@ -11,6 +11,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, GenerationConfig
 
+from appliance.engine import host_quant
 from appliance.engine.host import HostEngine
 from appliance.errors import ContextOverflow, ModelLoadError
 from appliance.generation.loop import Generator
@@ -173,3 +174,27 @@ def test_bad_quantization_gives_load_error(tiny_hf: Path) -> None:
         HostEngine(tiny_hf, quant="int3")
     with pytest.raises(ModelLoadError, match="float32 activations"):
         HostEngine(tiny_hf, quant="int8", dtype="bfloat16")
+
+
+@pytest.mark.parametrize("quant", ["int8", "int4"])
+def test_long_prompts_take_the_gemm_path_with_the_kernels_rounding(
+    quant: str, tiny_hf: Path, tmp_path: Path, reference: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From GEMM_ROWS prompt tokens a quantized layer dequantizes and calls the fp32 GEMM (torch's
+    kernels do one GEMV per row); it rounds like the kernel, so a prompt prefilled whole or in pieces
+    (prefix reuse) gives the same logits."""
+    engine = HostEngine(tiny_hf, threads=1, quant=quant, quant_cache=tmp_path)
+    ids = reference["prompts"][2]["ids"]
+    engine.truncate(0)
+    kernel = engine.prefill(ids).logits
+    monkeypatch.setattr(host_quant, "GEMM_ROWS", 8)
+    engine.truncate(0)
+    gemm = engine.prefill(ids).logits
+    assert kernel is not None and gemm is not None
+    assert float(abs(kernel - gemm).max()) < 1e-3 * float(abs(kernel).max())
+    assert greedy(engine, ids, 8) == greedy_kernel(engine, ids, 8, monkeypatch)
+
+
+def greedy_kernel(engine: HostEngine, ids: list[int], n: int, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    monkeypatch.setattr(host_quant, "GEMM_ROWS", 10_000)
+    return greedy(engine, ids, n)

@@ -34,6 +34,9 @@ __all__ = [
 ]
 
 INT4_GROUP = 32  # a Q4_1 / Q4_0 block
+# torch's int8/int4 CPU kernels run one GEMV per row of the input: from this many rows (a long prompt's
+# prefill) dequantizing the weight and calling the fp32 GEMM is faster.
+GEMM_ROWS = 128
 
 
 def cache_key(model_dir: Path, weight_ids: str, mode: str, torch_version: str) -> str:
@@ -107,9 +110,14 @@ def _define_classes() -> tuple[type, type, type]:
 
         def forward(self, x: Any) -> Any:
             shape = x.shape
-            xb = x.reshape(-1, shape[-1]).to(torch.bfloat16)
-            ones = self._ones if self._ones.dtype == torch.bfloat16 else self._make_ones()
-            y = torch.ops.aten._weight_int8pack_mm(xb, self.weight, ones).float() * self.scales
+            x2 = x.reshape(-1, shape[-1])
+            if x2.shape[0] >= GEMM_ROWS:  # the kernel's rounding: bf16 in, bf16 out
+                y = nn.functional.linear(_bf16_round(x2), self.weight.float())
+                y = _bf16_round(y) * self.scales
+            else:
+                ones = self._ones if self._ones.dtype == torch.bfloat16 else self._make_ones()
+                y = torch.ops.aten._weight_int8pack_mm(x2.to(torch.bfloat16), self.weight, ones).float()
+                y = y * self.scales
             if self.bias is not None:
                 y = y + self.bias
             return y.reshape(*shape[:-1], self.out_features)
@@ -129,13 +137,25 @@ def _define_classes() -> tuple[type, type, type]:
             self.bias = nn.Buffer(torch.empty(out_features, device=device)) if bias else None
             self._sz = torch.empty(0)  # the kernel's bf16 copy, made on the first call
 
+        def dequantized(self) -> Any:
+            """The fp32 weight [N, K] (from the kernel's bf16 scales): torch's packing undone."""
+            n, k = self.out_features, self.in_features
+            nibbles = torch.stack([self.weight & 15, self.weight >> 4], dim=-1).reshape(-1)
+            q = nibbles[_int4_unpack_index(n, k)].reshape(n, k // INT4_GROUP, INT4_GROUP).float()
+            sz = self._sz.float().permute(1, 0, 2)[:, :, None, :]  # [N, K/group, 1, 2]
+            return ((q - 8) * sz[..., 0] + sz[..., 1]).reshape(n, k)
+
         def forward(self, x: Any) -> Any:
             shape = x.shape
+            x2 = x.reshape(-1, shape[-1])
             if self._sz.dtype != torch.bfloat16:
                 self._sz = self.scales_zeros.to(torch.bfloat16)
-            y = torch.ops.aten._weight_int4pack_mm_for_cpu(
-                x.reshape(-1, shape[-1]).to(torch.bfloat16), self.weight, INT4_GROUP, self._sz
-            ).float()
+            if x2.shape[0] >= GEMM_ROWS:  # the kernel's rounding: bf16 in, bf16 scales, bf16 out
+                y = _bf16_round(nn.functional.linear(_bf16_round(x2), self.dequantized()))
+            else:
+                y = torch.ops.aten._weight_int4pack_mm_for_cpu(
+                    x2.to(torch.bfloat16), self.weight, INT4_GROUP, self._sz
+                ).float()
             if self.bias is not None:
                 y = y + self.bias
             return y.reshape(*shape[:-1], self.out_features)
@@ -156,6 +176,35 @@ def _define_classes() -> tuple[type, type, type]:
     return Int8Linear, Int4Linear, Int8Embedding
 
 
+def _bf16_round(x: Any) -> Any:
+    torch = _nn()
+    return x.to(torch.bfloat16).float()
+
+
+_UNPACK: dict[tuple[int, int], Any] = {}
+
+
+def _int4_unpack_index(n: int, k: int) -> Any:
+    """For torch's int4 packing of an [n, k] weight: the position, among the packed tensor's nibbles
+    (low, high of each byte, in order), of each weight in row-major order. Learned once per shape by
+    packing the row and column numbers themselves, so it follows whatever layout torch uses."""
+    if (n, k) not in _UNPACK:
+        torch = _nn()
+        rows = torch.arange(n)[:, None].expand(n, k)
+        cols = torch.arange(k)[None, :].expand(n, k)
+
+        def packed(values: Any) -> Any:
+            p = torch.ops.aten._convert_weight_to_int4pack_for_cpu(values.to(torch.int32).contiguous(), 1)
+            return torch.stack([p & 15, p >> 4], dim=-1).reshape(-1).long()
+
+        row = packed(rows % 16) + 16 * packed((rows // 16) % 16) + 256 * packed(rows // 256)
+        col = packed(cols % 16) + 16 * packed((cols // 16) % 16) + 256 * packed(cols // 256)
+        where = torch.empty(n * k, dtype=torch.long)
+        where[row * k + col] = torch.arange(n * k)
+        _UNPACK[(n, k)] = where
+    return _UNPACK[(n, k)]
+
+
 def _linear_targets(model: Any) -> list[tuple[Any, str, Any]]:
     """(parent, attribute, Linear) for every nn.Linear in the model, the head included."""
     torch = _nn()
@@ -168,7 +217,8 @@ def _linear_targets(model: Any) -> list[tuple[Any, str, Any]]:
 
 
 def _int4_fits(linear: Any) -> bool:
-    return bool(linear.in_features % INT4_GROUP == 0 and linear.in_features % 2 == 0)
+    """What torch's int4 packing takes: input a multiple of the group, output of 16."""
+    return bool(linear.in_features % INT4_GROUP == 0 and linear.out_features % 16 == 0)
 
 
 def _replace(model: Any, mode: str, quantize: bool) -> None:
