@@ -75,7 +75,7 @@ def ensure_llama_cpp() -> Path | None:
         if rc or not wheels:
             return None
     rc = subprocess.call(
-        [*pip, "install", "--quiet", "--no-deps", "--target", str(site), str(wheels[-1])],
+        [*pip, "install", "--quiet", "--target", str(site), str(wheels[-1])],  # with diskcache, jinja2
         stdout=subprocess.DEVNULL,
     )
     return site if rc == 0 and (site / "llama_cpp").is_dir() else None
@@ -223,8 +223,12 @@ def main(argv: list[str]) -> int:
         )
         print(f"{kind}: first start (quantize + cache) {time.perf_counter() - first:.1f} s", flush=True)
         rows[kind] = run_child(kind, gguf, ids, None)
+        print(f"{kind}: {json.dumps(rows[kind])}", flush=True)
     if site is not None:
-        rows["llama.cpp"] = run_child("llama.cpp", gguf, ids, site)
+        try:
+            rows["llama.cpp"] = run_child("llama.cpp", gguf, ids, site)
+        except RuntimeError as exc:
+            print(exc)
     print(
         f"\nSmolLM2-135M-Instruct (Q4_1 GGUF), {THREADS} threads, median of {RUNS}, "
         f"decode = {NEW_TOKENS} greedy tokens after {PROMPTS[0]}"
