@@ -127,7 +127,9 @@ class _LlamaCpp:
     def _top(self) -> int:
         import numpy as np
 
-        return int(np.argmax(self.llm.scores[self.llm.n_tokens - 1]))
+        # without logits_all the context holds one row: the last evaluated token's
+        row = np.ctypeslib.as_array(self.llm._ctx.get_logits(), shape=(self.llm.n_vocab(),))
+        return int(np.argmax(row))
 
     def prefill(self, ids: list[int]) -> int:
         self.llm.reset()

@@ -158,7 +158,7 @@ def test_model_section_engine_options_reach_the_engine(tiny_hf: Path) -> None:
     try:
         served = load_served_model(ModelSection(ref=str(tiny_hf), engine="host", threads=1))
         assert served.engine.info.details["threads"] == "1"
-        assert served.engine.info.details["quant"] == "int8"  # the default
+        assert served.engine.info.details["quant"] == "none"  # the default
         served.close()
         args = argparse.Namespace(model=str(tiny_hf), engine="host", threads=1, host_quant="int4")
         served = load_served_model(config_from_args(args).model)

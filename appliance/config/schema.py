@@ -82,7 +82,7 @@ class ModelSection(_Section):
     host_quant: HostQuant = Field(
         DEFAULT_HOST_QUANT,
         description="weights of the host engine: none (as the model ships them), int8 or int4 "
-        "(weight-only, quantized once and cached; decode is several times faster)",
+        "(weight-only on torch's CPU kernels, quantized once and cached)",
     )
     libdir: str | None = Field(
         None,
