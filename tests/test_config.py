@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from appliance.cli.options import config_from_args
 from appliance.config import ApplianceConfig, load_config
 from appliance.config.loader import _leaves
 from appliance.errors import ConfigError
@@ -66,6 +68,7 @@ def test_layers_later_wins_with_provenance(tmp_path: Path) -> None:
         ),
         ({"scheduler": {"queue_sise": 3}}, "scheduler.queue_sise: unknown key"),
         ({"model": {"engine": "gpu"}}, "model.engine: Input should be"),
+        ({"model": {"host_quant": "int3"}}, "model.host_quant: Input should be 'none', 'int8' or 'int4'"),
         ({"server": {"socket_mode": "0999"}}, "server.socket_mode"),
         ({"server": {"tcp": {"port": "http"}}}, "server.tcp.port"),
     ],
@@ -144,7 +147,8 @@ def test_cli_check_and_show(tmp_path: Path) -> None:
 
 
 def test_model_section_engine_options_reach_the_engine(tiny_hf: Path) -> None:
-    """model.threads (and libdir, decrypt_lib) are passed to the engine the service opens."""
+    """model.threads and host_quant (and libdir, decrypt_lib) are passed to the engine the service opens;
+    --host-quant on the command line wins over the config."""
     import torch
 
     from appliance.config.schema import ModelSection
@@ -154,6 +158,11 @@ def test_model_section_engine_options_reach_the_engine(tiny_hf: Path) -> None:
     try:
         served = load_served_model(ModelSection(ref=str(tiny_hf), engine="host", threads=1))
         assert served.engine.info.details["threads"] == "1"
+        assert served.engine.info.details["quant"] == "none"  # the default
+        served.close()
+        args = argparse.Namespace(model=str(tiny_hf), engine="host", threads=1, host_quant="int4")
+        served = load_served_model(config_from_args(args).model)
+        assert served.engine.info.details["quant"] == "int4"
         served.close()
     finally:
         torch.set_num_threads(before)

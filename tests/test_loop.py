@@ -29,9 +29,12 @@ def tok(tiny_hf: Path) -> ChatTokenizer:
     return ChatTokenizer.from_dir(tiny_hf)
 
 
-@pytest.fixture(scope="module")
-def host(tiny_hf: Path) -> HostEngine:
-    return HostEngine(tiny_hf, threads=1)
+@pytest.fixture(scope="module", params=["none", "int8", "int4"])
+def host(
+    request: pytest.FixtureRequest, tiny_hf: Path, tmp_path_factory: pytest.TempPathFactory
+) -> HostEngine:
+    """The host engine in each weight mode (model.host_quant): prefix reuse must be exact in all."""
+    return HostEngine(tiny_hf, threads=1, quant=request.param, quant_cache=tmp_path_factory.mktemp("quant"))
 
 
 def finish(events: list[GenerationEvent]) -> Finished:

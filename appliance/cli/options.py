@@ -13,7 +13,7 @@ from typing import Any
 
 from appliance.config import load_config
 from appliance.config.schema import ApplianceConfig
-from appliance.engine.options import ENGINE_KINDS, parse_device_ids
+from appliance.engine.options import ENGINE_KINDS, HOST_QUANTS, parse_device_ids
 from appliance.generation.types import GenerationOptions
 
 __all__ = [
@@ -40,6 +40,11 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("-m", "--model", help="installed model name or path (overrides model.ref)")
     g.add_argument("--engine", choices=ENGINE_KINDS, help="engine (default: the model's manifest, else auto)")
     g.add_argument("--threads", type=int, help="CPU threads for the host engine")
+    g.add_argument(
+        "--host-quant",
+        choices=HOST_QUANTS,
+        help="host engine weights: none, int8 or int4 (default: the config's model.host_quant)",
+    )
     g.add_argument(
         "--libdir", help="bmrt runtime libraries (default: libsophon; or the x86 cmodel directory)"
     )
@@ -114,6 +119,7 @@ def config_from_args(args: argparse.Namespace) -> ApplianceConfig:
         "model.ref": getattr(args, "model", None),
         "model.engine": getattr(args, "engine", None),
         "model.threads": getattr(args, "threads", None),
+        "model.host_quant": getattr(args, "host_quant", None),
         "model.libdir": getattr(args, "libdir", None),
         "model.decrypt_lib": getattr(args, "decrypt_lib", None),
         "model.devices": list(devid) if devid else None,

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from appliance.config.durations import parse_keep_alive
 from appliance.config.provisioning import ProvisioningSettings
-from appliance.engine.options import EngineChoice, parse_device_ids
+from appliance.engine.options import DEFAULT_HOST_QUANT, EngineChoice, HostQuant, parse_device_ids
 
 __all__ = [
     "ApplianceConfig",
@@ -80,6 +80,11 @@ class ModelSection(_Section):
         None, description="name the APIs report for the model (null: the model's own name)"
     )
     threads: int | None = Field(None, ge=1, description="CPU threads of the host engine (null: all cores)")
+    host_quant: HostQuant = Field(
+        DEFAULT_HOST_QUANT,
+        description="weights of the host engine: none (as the model ships them), int8 or int4 "
+        "(weight-only on torch's CPU kernels, quantized once and cached)",
+    )
     libdir: str | None = Field(
         None,
         description="bmrt runtime libraries (null: libsophon on the box; a cmodel directory for development)",

@@ -7,12 +7,18 @@ processors, and the cache survives between requests so the loop can reuse a conv
 
 from __future__ import annotations
 
+import fcntl
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from appliance import paths
+from appliance.atomic import staged_directory
+from appliance.engine.host_quant import cache_key, load_quantized, quantize_model, quantized_state
+from appliance.engine.options import HOST_QUANTS
 from appliance.engine.protocol import (
     Capabilities,
     DeviceSampling,
@@ -20,11 +26,14 @@ from appliance.engine.protocol import (
     EngineLimits,
     StepOutput,
 )
-from appliance.errors import ContextOverflow, EngineUnavailable, ModelLoadError
+from appliance.errors import ApplianceError, ContextOverflow, EngineUnavailable, ModelLoadError
 
 __all__ = ["DEFAULT_MAX_SEQ_LEN", "HostEngine", "host_context", "import_torch"]
 
 DEFAULT_MAX_SEQ_LEN = 4096
+QUANT_FILE = "model.safetensors"
+
+log = logging.getLogger(__name__)
 
 
 def host_context(trained: int, cap: int | None = None) -> int:
@@ -61,26 +70,31 @@ class HostEngine:
         threads: int | None = None,
         dtype: str = "float32",
         max_seq_len: int | None = None,
+        quant: str = "none",
+        quant_cache: Path | None = None,
     ) -> None:
+        """``quant``: ``none`` (weights in ``dtype``), ``int8`` or ``int4`` (weight-only, fp32
+        activations; see host_quant), cached under ``quant_cache`` (default: the user cache)."""
         torch = import_torch()
-        from transformers import AutoModelForCausalLM, DynamicCache
+        from transformers import DynamicCache
 
         if dtype not in _DTYPES:
             raise ModelLoadError(f"host engine dtype {dtype!r} is not one of {_DTYPES}")
+        if quant not in HOST_QUANTS:
+            raise ModelLoadError(
+                f"host engine quantization {quant!r} is not one of {', '.join(HOST_QUANTS)}",
+                hint="set model.host_quant to none, int8 or int4",
+            )
+        if quant != "none" and dtype != "float32":
+            raise ModelLoadError(f"host quantization {quant} runs on float32 activations, not {dtype}")
         if threads:
             torch.set_num_threads(threads)
         self._torch = torch
         self._cache_cls = DynamicCache
-        try:
-            self._model = AutoModelForCausalLM.from_pretrained(
-                str(model_dir), dtype=getattr(torch, dtype), low_cpu_mem_usage=True
-            )
-        except Exception as exc:  # transformers raises many kinds for bad files
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelLoadError(
-                f"cannot load the model in {model_dir}: {reason}",
-                hint="the model files may be incomplete or corrupt: reinstall the model",
-            ) from None
+        if quant == "none":
+            self._model = _load_pretrained(model_dir, getattr(torch, dtype))
+        else:
+            self._model = _load_quantized(model_dir, quant, quant_cache or paths.cache_dir() / "host-quant")
         self._model.eval()
         config = self._model.config
         trained = int(getattr(config, "max_position_embeddings", 0) or DEFAULT_MAX_SEQ_LEN)
@@ -91,7 +105,12 @@ class HostEngine:
         self._info = EngineInfo(
             kind="host",
             model_path=str(model_dir),
-            details={"dtype": dtype, "threads": str(torch.get_num_threads()), "arch": config.model_type},
+            details={
+                "dtype": dtype,
+                "quant": quant,
+                "threads": str(torch.get_num_threads()),
+                "arch": config.model_type,
+            },
         )
         self._cache: Any = self._cache_cls()
         self._n_past = 0
@@ -149,3 +168,59 @@ class HostEngine:
     def close(self) -> None:
         self._cache = self._cache_cls()
         self._n_past = 0
+
+
+def _load_pretrained(model_dir: Path, dtype: Any) -> Any:
+    """The model's own weights, as stored (transformers' loader)."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype, low_cpu_mem_usage=True)
+    except Exception as exc:  # transformers raises many kinds for bad files
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(
+            f"cannot load the model in {model_dir}: {reason}",
+            hint="the model files may be incomplete or corrupt: reinstall the model",
+        ) from None
+
+
+def _weights_id(model_dir: Path) -> str:
+    """What names the model's weights: its manifest's checksum (over every file's sha256), else the
+    sizes and modification times of its files."""
+    from appliance.models.manifest import read_manifest
+
+    try:
+        checksum = read_manifest(model_dir).checksum
+    except ApplianceError:
+        checksum = ""
+    if checksum:
+        return checksum
+    files = sorted(p for p in model_dir.iterdir() if p.is_file())
+    return ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+
+
+def _load_quantized(model_dir: Path, quant: str, cache_root: Path) -> Any:
+    """The model with ``quant`` weights: from the cache when it has them (no fp32 weights read), else
+    quantized from the model's own weights and cached (atomically, under a lock)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoConfig
+
+    target = cache_root / cache_key(model_dir, _weights_id(model_dir), quant, torch.__version__)
+    cached = target / QUANT_FILE
+    if cached.is_file():
+        try:
+            config = AutoConfig.from_pretrained(str(model_dir))
+            return load_quantized(config, quant, load_file(str(cached)))
+        except Exception as exc:  # a damaged cache entry: quantize again below
+            log.warning("the cached %s weights in %s are unusable (%s); quantizing again", quant, target, exc)
+    model = quantize_model(_load_pretrained(model_dir, torch.float32), quant)
+    try:
+        cache_root.mkdir(parents=True, exist_ok=True)
+        with open(cache_root / f".{target.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            with staged_directory(target) as tmp:
+                save_file(quantized_state(model), str(tmp / QUANT_FILE), metadata={"format": "pt"})
+    except OSError as exc:  # a read-only or full cache costs the next start time, not this one
+        log.warning("cannot cache the %s weights in %s: %s", quant, target, exc)
+    return model

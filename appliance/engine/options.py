@@ -12,11 +12,14 @@ from typing import Literal, get_args
 from appliance.errors import ModelLoadError
 
 __all__ = [
+    "DEFAULT_HOST_QUANT",
     "ENGINE_CHOICES",
     "ENGINE_KINDS",
+    "HOST_QUANTS",
     "EngineChoice",
     "EngineKind",
     "EngineOptions",
+    "HostQuant",
     "check_device_count",
     "parse_device_ids",
 ]
@@ -28,6 +31,13 @@ EngineChoice = Literal[EngineKind, "scripted"]
 
 ENGINE_KINDS: tuple[str, ...] = get_args(EngineKind)
 ENGINE_CHOICES: tuple[str, ...] = get_args(EngineChoice)
+
+# How the host engine stores its weights: as the model ships them, or int8 / int4 weight-only
+# (model.host_quant); none by default until int8/int4 have clean numbers from bench_host_engine and the
+# embedded model's sampling tests pass with them.
+HostQuant = Literal["none", "int8", "int4"]
+HOST_QUANTS: tuple[str, ...] = get_args(HostQuant)
+DEFAULT_HOST_QUANT: HostQuant = "none"
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,7 @@ class EngineOptions:
     vocab_size: int | None = None  # bmrt/sail: the tokenizer's vocabulary, when the bmodel pads it
     dtype: str = "float32"  # host: torch dtype of the weights
     max_seq_len: int | None = None  # host: cap the context (None: the model's)
+    host_quant: HostQuant = DEFAULT_HOST_QUANT  # host: weight quantization
 
 
 def parse_device_ids(value: str | int | Sequence[int | str]) -> tuple[int, ...]:

@@ -173,6 +173,10 @@ def open_engine(
                 hint="use a Hugging Face model directory for the host engine",
             )
         return HostEngine(
-            model_dir, threads=options.threads, dtype=options.dtype, max_seq_len=options.max_seq_len
+            model_dir,
+            threads=options.threads,
+            dtype=options.dtype,
+            max_seq_len=options.max_seq_len,
+            quant=options.host_quant,
         )
     raise EngineUnavailable(f"unknown engine {kind!r}", hint=f"use one of {', '.join(ENGINE_KINDS)}")

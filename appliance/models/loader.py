@@ -112,6 +112,7 @@ def load_model(
     template = make_template(manifest.template, tokenizer, default_system=manifest.default_system_prompt)
     options = EngineOptions(
         threads=section.threads,
+        host_quant=section.host_quant,
         libdir=section.libdir,
         decrypt_lib=section.decrypt_lib,
         devices=section.devices,
