@@ -11,6 +11,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, GenerationConfig
 
+from appliance.config.schema import ModelSection
 from appliance.engine import host_quant
 from appliance.engine.host import HostEngine
 from appliance.errors import ContextOverflow, ModelLoadError
@@ -19,6 +20,7 @@ from appliance.generation.templates import make_template
 from appliance.generation.tokenizer import ChatTokenizer
 from appliance.generation.types import Finished, GenerationOptions, Message
 from appliance.models.directory import build_manifest
+from appliance.models.loader import load_model
 from appliance.models.manifest import write_manifest
 
 
@@ -134,25 +136,33 @@ def test_corrupt_weights_give_load_error(tmp_path: Path, tiny_hf: Path) -> None:
 
 
 def test_quantized_weights_load_from_the_cache_without_the_model_weights(
-    tmp_path: Path, tiny_hf: Path, reference: dict[str, Any]
+    tmp_path: Path, tiny_hf: Path, reference: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The first start quantizes and caches (keyed on the manifest's checksum); the next loads the
-    cached int8/int4 weights alone: with the fp32 weights gone it still answers the same tokens."""
+    """The first start quantizes and caches (keyed on the manifest's checksum, which the loader passes
+    as weights_id); the next loads the cached int8/int4 weights alone: with the fp32 weights gone it
+    still answers the same tokens."""
     model = tmp_path / "model"
     shutil.copytree(tiny_hf, model)
-    write_manifest(model, build_manifest(model, "tiny", source="test", fields={"engine": "host"}))
+    manifest = build_manifest(model, "tiny", source="test", fields={"engine": "host"})
+    write_manifest(model, manifest)
     cache = tmp_path / "cache"
     ids = reference["prompts"][1]["ids"]
+
+    def engine(quant: str) -> HostEngine:
+        return HostEngine(model, threads=1, quant=quant, quant_cache=cache, weights_id=manifest.checksum)
+
     for quant in ("int8", "int4"):
-        first = greedy(HostEngine(model, threads=1, quant=quant, quant_cache=cache), ids, 8)
+        first = greedy(engine(quant), ids, 8)
         assert len(list(cache.glob(f"{quant}-*/model.safetensors"))) == 1
         saved = (model / "model.safetensors").rename(tmp_path / "fp32.safetensors")
-        assert greedy(HostEngine(model, threads=1, quant=quant, quant_cache=cache), ids, 8) == first
+        assert greedy(engine(quant), ids, 8) == first
         saved.rename(model / "model.safetensors")
-    assert (
-        greedy(HostEngine(model, threads=1, quant="int8", quant_cache=cache), ids, 8)
-        == (reference["prompts"][1]["torch_f32"]["tokens"])
-    )
+    assert greedy(engine("int8"), ids, 8) == reference["prompts"][1]["torch_f32"]["tokens"]
+    # the loader keys the cache on the manifest's checksum (the user cache: LLM_TPU_CACHE_DIR)
+    monkeypatch.setenv("LLM_TPU_CACHE_DIR", str(tmp_path / "user-cache"))
+    load_model(ModelSection(ref=str(model), engine="host", host_quant="int8")).close()
+    key = host_quant.cache_key(model, manifest.checksum, "int8", torch.__version__)
+    assert (tmp_path / "user-cache/host-quant" / key / "model.safetensors").is_file()
 
 
 def test_a_damaged_cache_entry_is_quantized_again(

@@ -26,7 +26,7 @@ from appliance.engine.protocol import (
     EngineLimits,
     StepOutput,
 )
-from appliance.errors import ApplianceError, ContextOverflow, EngineUnavailable, ModelLoadError
+from appliance.errors import ContextOverflow, EngineUnavailable, ModelLoadError
 
 __all__ = ["DEFAULT_MAX_SEQ_LEN", "HostEngine", "host_context", "import_torch"]
 
@@ -72,9 +72,11 @@ class HostEngine:
         max_seq_len: int | None = None,
         quant: str = "none",
         quant_cache: Path | None = None,
+        weights_id: str | None = None,
     ) -> None:
         """``quant``: ``none`` (weights in ``dtype``), ``int8`` or ``int4`` (weight-only, fp32
-        activations; see host_quant), cached under ``quant_cache`` (default: the user cache)."""
+        activations; see host_quant), cached under ``quant_cache`` (default: the user cache) and keyed on
+        ``weights_id`` (the manifest's checksum; default: the files' sizes and modification times)."""
         torch = import_torch()
         from transformers import DynamicCache
 
@@ -94,7 +96,8 @@ class HostEngine:
         if quant == "none":
             self._model = _load_pretrained(model_dir, getattr(torch, dtype))
         else:
-            self._model = _load_quantized(model_dir, quant, quant_cache or paths.cache_dir() / "host-quant")
+            cache_root = quant_cache or paths.cache_dir() / "host-quant"
+            self._model = _load_quantized(model_dir, quant, cache_root, weights_id or _files_id(model_dir))
         self._model.eval()
         config = self._model.config
         trained = int(getattr(config, "max_position_embeddings", 0) or DEFAULT_MAX_SEQ_LEN)
@@ -184,29 +187,20 @@ def _load_pretrained(model_dir: Path, dtype: Any) -> Any:
         ) from None
 
 
-def _weights_id(model_dir: Path) -> str:
-    """What names the model's weights: its manifest's checksum (over every file's sha256), else the
-    sizes and modification times of its files."""
-    from appliance.models.manifest import read_manifest
-
-    try:
-        checksum = read_manifest(model_dir).checksum
-    except ApplianceError:
-        checksum = ""
-    if checksum:
-        return checksum
+def _files_id(model_dir: Path) -> str:
+    """What names a model's weights without a manifest: the sizes and modification times of its files."""
     files = sorted(p for p in model_dir.iterdir() if p.is_file())
     return ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
 
 
-def _load_quantized(model_dir: Path, quant: str, cache_root: Path) -> Any:
+def _load_quantized(model_dir: Path, quant: str, cache_root: Path, weights_id: str) -> Any:
     """The model with ``quant`` weights: from the cache when it has them (no fp32 weights read), else
     quantized from the model's own weights and cached (atomically, under a lock)."""
     import torch
     from safetensors.torch import load_file, save_file
     from transformers import AutoConfig
 
-    target = cache_root / cache_key(model_dir, _weights_id(model_dir), quant, torch.__version__)
+    target = cache_root / cache_key(model_dir, weights_id, quant, torch.__version__)
     cached = target / QUANT_FILE
     if cached.is_file():
         try:

@@ -52,6 +52,9 @@ class EngineOptions:
     dtype: str = "float32"  # host: torch dtype of the weights
     max_seq_len: int | None = None  # host: cap the context (None: the model's)
     host_quant: HostQuant = DEFAULT_HOST_QUANT  # host: weight quantization
+    # host: what names the weights (the model manifest's checksum), the key of the quantization cache;
+    # None: the sizes and modification times of the model's files
+    weights_id: str | None = None
 
 
 def parse_device_ids(value: str | int | Sequence[int | str]) -> tuple[int, ...]:

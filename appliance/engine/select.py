@@ -178,5 +178,6 @@ def open_engine(
             dtype=options.dtype,
             max_seq_len=options.max_seq_len,
             quant=options.host_quant,
+            weights_id=options.weights_id,
         )
     raise EngineUnavailable(f"unknown engine {kind!r}", hint=f"use one of {', '.join(ENGINE_KINDS)}")

@@ -113,6 +113,7 @@ def load_model(
     options = EngineOptions(
         threads=section.threads,
         host_quant=section.host_quant,
+        weights_id=manifest.checksum or None,
         libdir=section.libdir,
         decrypt_lib=section.decrypt_lib,
         devices=section.devices,
