@@ -106,6 +106,7 @@ class Fleet:
         self.host_vars: dict[str, dict[str, Any]] = {b.name: {} for b in boxes}
         self.fleet_vars = json.loads(json.dumps(FLEET_VARS))
         self.fleet_vars["llm_tpu_appliance_models"] = [self.model_entry("tiny-fleet", FLEET_MODEL_SHA256)]
+        self.runs = 0
 
     def model_entry(self, name: str, sha256: str) -> dict[str, str]:
         return {
@@ -114,7 +115,6 @@ class Fleet:
             "sha256": sha256,
             "tokenizer": "/srv/tiny-qwen2/hf",
         }
-        self.runs = 0
 
     def box(self, name: str) -> FleetBox:
         return next(b for b in self.boxes if b.name == name)
