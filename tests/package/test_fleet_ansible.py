@@ -188,13 +188,17 @@ def package_depends(deb: Path) -> tuple[str, ...]:
     )
 
 
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """No access log on stderr (it would fill the test log)."""
+
+
 @contextlib.contextmanager
 def serve_directory(root: Path) -> Iterator[str]:
     """A directory over HTTP on 127.0.0.1 (the signed apt repository, the model mirror), as a fleet's
     boxes would reach it."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler = functools.partial(QuietHandler, directory=str(root))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.RequestHandlerClass.log_message = lambda *a: None  # type: ignore[method-assign]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
