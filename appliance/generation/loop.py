@@ -96,12 +96,9 @@ class Generator:
             bound=self.tokenizer.min_tokens,
         )
 
-    def forget_load_duration(self) -> None:
-        """The load is not charged to the next response (the service's start-up load belongs to no request)."""
-        self._pending_load_ns = 0
-
     def take_load_duration(self) -> int:
-        """The load still to be charged, now charged to the caller (a request that only loads the model)."""
+        """The load still to be charged, now charged to the caller: a request that only loads the model, a
+        response, or nobody (the service's start-up load)."""
         load_ns, self._pending_load_ns = self._pending_load_ns, 0
         return load_ns
 
@@ -237,7 +234,7 @@ class Generator:
         stop_ids = (
             frozenset() if options.ignore_eos and sampler.constraint is None else self.template.stop_ids
         )
-        load_ns, self._pending_load_ns = self._pending_load_ns, 0
+        load_ns = self.take_load_duration()
 
         def sampling_request() -> DeviceSampling | None:
             if not device:

@@ -22,10 +22,10 @@ from aiohttp import web
 from appliance import __version__
 from appliance.errors import ApplianceError, ModelNotFound
 from appliance.models.loader import LoadedModel
-from appliance.models.store import ModelStore
 from appliance.service import admin_api, chat_api, ollama_api, vendor_api
 from appliance.service.http_errors import HttpError, error_response
 from appliance.service.metrics import CONTENT_TYPE_LATEST
+from appliance.service.model_info import installed_besides
 from appliance.service.openapi import ERRORS, Handler, Reply, Route, openapi_document
 from appliance.service.request_origin import over_tcp
 from appliance.service.schemas import (
@@ -191,9 +191,7 @@ def _openai_models(state: ServiceState) -> list[dict[str, Any]]:
     if served is not None:
         entries.append({"id": served.name, "created": int(state.started_wall)})
     if not state.config.model.pinned:
-        for m in ModelStore().installed()[0]:
-            if served is None or not served.answers_to(m.name):
-                entries.append({"id": m.name, "created": int(m.path.stat().st_mtime)})
+        entries += [{"id": m.name, "created": int(m.path.stat().st_mtime)} for m in installed_besides(served)]
     return [{**e, "object": "model", "owned_by": "llm-tpu"} for e in entries]
 
 

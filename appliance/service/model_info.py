@@ -22,6 +22,7 @@ __all__ = [
     "capabilities",
     "files_size",
     "find_installed",
+    "installed_besides",
     "installed_entry",
     "installed_show",
     "iso_time",
@@ -155,6 +156,11 @@ def parameters_text(m: LoadedModel, config: GenerationDefaults) -> str:
 
 def json_scalar(value: Any) -> str:
     return f'"{value}"' if isinstance(value, str) else str(value)
+
+
+def installed_besides(served: LoadedModel | None) -> list[InstalledModel]:
+    """The store's installed models, except the one ``served`` answers to (the model lists put it first)."""
+    return [m for m in ModelStore().installed()[0] if served is None or not served.answers_to(m.name)]
 
 
 def find_installed(name: str) -> InstalledModel | None:

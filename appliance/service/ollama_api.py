@@ -15,19 +15,18 @@ from aiohttp import web
 
 from appliance import __version__
 from appliance.errors import ModelNotFound
-from appliance.models.store import ModelStore
 from appliance.service.chat_api import ollama_respond, read_json
 from appliance.service.http_errors import HttpError
 from appliance.service.model_info import (
     capabilities,
     find_installed,
+    installed_besides,
     installed_entry,
     installed_show,
     iso_time,
     loaded_entry,
     model_info,
     parameters_text,
-    size_vram,
 )
 from appliance.service.schemas import OllamaGenerateRequest, OllamaModelRequest, parse_request
 from appliance.service.state import STATE, ServiceState
@@ -76,14 +75,9 @@ async def api_generate(request: web.Request) -> web.StreamResponse:
 
 def _installed(state: ServiceState) -> list[dict[str, Any]]:
     """The loaded model first, then the other installed models of the store."""
-    entries = []
     served = state.model
-    if served is not None:
-        entries.append(loaded_entry(served, state.started_wall))
-    for model in ModelStore().installed()[0]:
-        if served is None or not served.answers_to(model.name):
-            entries.append(installed_entry(model))
-    return entries
+    entries = [loaded_entry(served, state.started_wall)] if served is not None else []
+    return entries + [installed_entry(model) for model in installed_besides(served)]
 
 
 async def api_tags(request: web.Request) -> web.Response:
@@ -99,9 +93,8 @@ async def api_ps(request: web.Request) -> web.Response:
     loaded_at = state.switcher.loaded_wall if state.switcher else state.started_wall
     expires = state.switcher.expires_at() if state.switcher else None
     entry = await asyncio.to_thread(loaded_entry, m, loaded_at)
-    entry.update(
+    entry.update(  # loaded_entry has size_vram already
         expires_at=iso_time(expires) if expires is not None else NEVER,
-        size_vram=size_vram(m),
         context_length=m.engine.limits.max_seq_len,
     )
     return web.json_response({"models": [entry]})

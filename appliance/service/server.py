@@ -290,7 +290,7 @@ class ServiceRunner:
         if self.state.phase == "stopping":
             await self.scheduler.run_on_engine_thread(model.close)
             return
-        model.generator.forget_load_duration()  # the start-up load belongs to no request
+        model.generator.take_load_duration()  # the start-up load belongs to no request
         self.state.model = model
         self.scheduler.set_generator(model.generator)
         self.switcher.configured_names = frozenset({model.name, *model.aliases})
