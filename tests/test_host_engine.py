@@ -180,7 +180,7 @@ def test_a_damaged_cache_entry_is_quantized_again(
 
 
 def test_bad_quantization_gives_load_error(tiny_hf: Path) -> None:
-    with pytest.raises(ModelLoadError, match="quantization 'int3' is not one of none, int8, int4"):
+    with pytest.raises(ModelLoadError, match="quantization 'int3' is not one of auto, none, int8, int4"):
         HostEngine(tiny_hf, quant="int3")
     with pytest.raises(ModelLoadError, match="float32 activations"):
         HostEngine(tiny_hf, quant="int8", dtype="bfloat16")
@@ -190,14 +190,14 @@ def test_bad_quantization_gives_load_error(tiny_hf: Path) -> None:
 def test_long_prompts_take_the_gemm_path_with_the_kernels_rounding(
     quant: str, tiny_hf: Path, tmp_path: Path, reference: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """From GEMM_ROWS prompt tokens a quantized layer dequantizes and calls the fp32 GEMM (torch's
-    kernels do one GEMV per row); it rounds like the kernel, so a prompt prefilled whole or in pieces
-    (prefix reuse) gives the same logits."""
+    """From DENSE_ROWS prompt tokens a quantized layer multiplies by its dequantized weight with the fp32
+    GEMM (torch's kernels do one GEMV per row); it rounds like the kernel, so a prompt prefilled whole or
+    in pieces (prefix reuse) gives the same logits."""
     engine = HostEngine(tiny_hf, threads=1, quant=quant, quant_cache=tmp_path)
     ids = reference["prompts"][2]["ids"]
     engine.truncate(0)
     kernel = engine.prefill(ids).logits
-    monkeypatch.setattr(host_quant, "GEMM_ROWS", 8)
+    monkeypatch.setattr(host_quant, "DENSE_ROWS", 8)
     engine.truncate(0)
     gemm = engine.prefill(ids).logits
     assert kernel is not None and gemm is not None
@@ -206,5 +206,5 @@ def test_long_prompts_take_the_gemm_path_with_the_kernels_rounding(
 
 
 def greedy_kernel(engine: HostEngine, ids: list[int], n: int, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    monkeypatch.setattr(host_quant, "GEMM_ROWS", 10_000)
+    monkeypatch.setattr(host_quant, "DENSE_ROWS", 10_000)
     return greedy(engine, ids, n)

@@ -36,8 +36,7 @@ def model_and_ids(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[
 
 def logits(model_dir: Path, quant: str, ids: list[int], cache: Path) -> Any:
     engine = HostEngine(model_dir, threads=2, quant=quant, quant_cache=cache)
-    with torch.inference_mode():
-        out = engine._model(input_ids=torch.tensor([ids])).logits[0, :-1].float()
+    out = engine.all_logits(ids)[:-1]
     engine.close()
     return out
 

@@ -95,7 +95,7 @@ def test_default_chat_on_the_embedded_model_does_not_loop(tmp_path: Path) -> Non
         _one_truth(service)
         greedy = client.chat(
             [{"role": "user", "content": EVERYDAY[1]}],
-            options={"num_predict": 120, "temperature": 0, "repeat_penalty": 1.0},
+            options={"num_predict": 200, "temperature": 0, "repeat_penalty": 1.0},
         )
         assert repeated_sentences(greedy["message"]["content"]), greedy
 

@@ -43,7 +43,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--host-quant",
         choices=HOST_QUANTS,
-        help="host engine weights: none, int8 or int4 (default: the config's model.host_quant)",
+        help="host engine weights: auto, none, int8 or int4 (default: the config's model.host_quant)",
     )
     g.add_argument(
         "--libdir", help="bmrt runtime libraries (default: libsophon; or the x86 cmodel directory)"

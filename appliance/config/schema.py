@@ -83,7 +83,8 @@ class ModelSection(_Section):
     host_quant: HostQuant = Field(
         DEFAULT_HOST_QUANT,
         description="weights of the host engine: none (as the model ships them), int8 or int4 "
-        "(weight-only on torch's CPU kernels, quantized once and cached)",
+        "(weight-only on torch's CPU kernels, quantized once and cached); auto: int4 for weights that "
+        "came from a 4-bit GGUF (the embedded model), none otherwise",
     )
     libdir: str | None = Field(
         None,

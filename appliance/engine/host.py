@@ -1,8 +1,11 @@
-"""The host engine: transformers + torch on the CPU, for machines without a TPU.
+"""The host engine: torch on the CPU, for machines without a TPU.
 
-A hand-written KV-cache loop (one forward per token on a DynamicCache, logits of the last position
-only) instead of ``generate`` + ``TextIteratorStreamer``: no streamer thread, no per-step logits
-processors, and the cache survives between requests so the loop can reuse a conversation's prefix.
+Llama-family models (llama, qwen2, qwen3: the embedded SmolLM2 among them) run on the lean decoder
+(host_decoder: fused layers, a preallocated KV cache, no transformers import), in fp32 or with int8 /
+int4 weights (host_quant). Anything else runs on transformers: a hand-written KV-cache loop (one
+forward per token on a DynamicCache, logits of the last position only) instead of ``generate`` +
+``TextIteratorStreamer``. Either way the cache survives between requests so the loop can reuse a
+conversation's prefix.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import numpy as np
 
 from appliance import paths
 from appliance.atomic import staged_directory
-from appliance.engine.host_quant import cache_key, load_quantized, quantize_model, quantized_state
+from appliance.engine import host_decoder
+from appliance.engine.host_quant import cache_key
 from appliance.engine.options import HOST_QUANTS
 from appliance.engine.protocol import (
     Capabilities,
@@ -28,7 +32,7 @@ from appliance.engine.protocol import (
 )
 from appliance.errors import ContextOverflow, EngineUnavailable, ModelLoadError
 
-__all__ = ["DEFAULT_MAX_SEQ_LEN", "HostEngine", "host_context", "import_torch"]
+__all__ = ["DEFAULT_MAX_SEQ_LEN", "HostEngine", "host_context", "import_torch", "import_transformers"]
 
 DEFAULT_MAX_SEQ_LEN = 4096
 QUANT_FILE = "model.safetensors"
@@ -46,22 +50,35 @@ _DTYPES = ("float32", "bfloat16", "float16")
 
 
 def import_torch() -> Any:
-    """torch, imported on first use (the host extra), with transformers' progress bars silenced."""
+    """torch, imported on first use (the host extra)."""
     try:
         import torch
-        import transformers
     except ImportError:
         raise EngineUnavailable(
-            "the host engine needs torch and transformers, which are not installed",
+            "the host engine needs torch, which is not installed",
             hint="pip install 'llm-tpu-appliance[host]' (or run on a box with a TPU)",
         ) from None
-    transformers.utils.logging.disable_progress_bar()  # no progress bars in a service's log
-    transformers.utils.logging.set_verbosity_error()
     return torch
 
 
+def import_transformers() -> Any:
+    """transformers (the host extra), with its progress bars and warnings silenced for a service's log."""
+    import_torch()
+    try:
+        import transformers
+    except ImportError:
+        raise EngineUnavailable(
+            "this model needs transformers, which is not installed",
+            hint="pip install 'llm-tpu-appliance[host]'",
+        ) from None
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    return transformers
+
+
 class HostEngine:
-    """A causal LM from a HF directory (safetensors + config.json) on the CPU."""
+    """A causal LM from a HF directory (safetensors + config.json) on the CPU: the lean decoder
+    (host_decoder) for the Llama family, transformers for anything else."""
 
     def __init__(
         self,
@@ -73,38 +90,58 @@ class HostEngine:
         quant: str = "none",
         quant_cache: Path | None = None,
         weights_id: str | None = None,
+        source_quant: str | None = None,
     ) -> None:
         """``quant``: ``none`` (weights in ``dtype``), ``int8`` or ``int4`` (weight-only, fp32
         activations; see host_quant), cached under ``quant_cache`` (default: the user cache) and keyed on
-        ``weights_id`` (the manifest's checksum; default: the files' sizes and modification times)."""
+        ``weights_id`` (the manifest's checksum; default: the files' sizes and modification times);
+        ``auto``: int4 when the weights came from a 4-bit GGUF (``source_quant``, the manifest's
+        quantization, e.g. "Q4_1 ..."), which int4 reproduces, else none."""
         torch = import_torch()
-        from transformers import DynamicCache
-
         if dtype not in _DTYPES:
             raise ModelLoadError(f"host engine dtype {dtype!r} is not one of {_DTYPES}")
         if quant not in HOST_QUANTS:
             raise ModelLoadError(
                 f"host engine quantization {quant!r} is not one of {', '.join(HOST_QUANTS)}",
-                hint="set model.host_quant to none, int8 or int4",
+                hint="set model.host_quant to auto, none, int8 or int4",
             )
+        raw = _read_config(model_dir)
+        why_not = host_decoder.unsupported(raw) if dtype == "float32" else f"dtype {dtype}"
+        if quant == "auto":
+            quant = "int4" if why_not is None and (source_quant or "").upper().startswith("Q4") else "none"
         if quant != "none" and dtype != "float32":
             raise ModelLoadError(f"host quantization {quant} runs on float32 activations, not {dtype}")
+        if quant != "none" and why_not is not None:
+            raise ModelLoadError(
+                f"host quantization {quant} needs the lean decoder, which does not run {model_dir.name}: {why_not}",
+                hint="set model.host_quant: none for this model",
+            )
         if threads:
             torch.set_num_threads(threads)
         self._torch = torch
-        self._cache_cls = DynamicCache
-        if quant == "none":
-            self._model = _load_pretrained(model_dir, getattr(torch, dtype))
+        trained = int(raw.get("max_position_embeddings") or DEFAULT_MAX_SEQ_LEN)
+        context = host_context(trained, max_seq_len)
+        self._decoder: host_decoder.Decoder | None = None
+        self._model: Any = None
+        if why_not is None:
+            config = host_decoder.DecoderConfig.from_raw(raw)
+            if quant == "none":
+                self._decoder = _load_decoder(model_dir, config, context)
+            else:
+                cache_root = quant_cache or paths.cache_dir() / "host-quant"
+                key = weights_id or _files_id(model_dir)
+                self._decoder = _load_quantized(model_dir, config, quant, cache_root, key, context)
+            vocab, arch = config.vocab, str(raw.get("model_type"))
         else:
-            cache_root = quant_cache or paths.cache_dir() / "host-quant"
-            self._model = _load_quantized(model_dir, quant, cache_root, weights_id or _files_id(model_dir))
-        self._model.eval()
-        config = self._model.config
-        trained = int(getattr(config, "max_position_embeddings", 0) or DEFAULT_MAX_SEQ_LEN)
-        self._limits = EngineLimits(
-            max_seq_len=host_context(trained, max_seq_len),
-            vocab_size=int(config.vocab_size),
-        )
+            import_transformers()
+            from transformers import DynamicCache
+
+            self._cache_cls = DynamicCache
+            self._model = _load_pretrained(model_dir, getattr(torch, dtype))
+            self._model.eval()
+            self._cache: Any = self._cache_cls()
+            vocab, arch = int(self._model.config.vocab_size), str(self._model.config.model_type)
+        self._limits = EngineLimits(max_seq_len=context, vocab_size=vocab)
         self._info = EngineInfo(
             kind="host",
             model_path=str(model_dir),
@@ -112,10 +149,10 @@ class HostEngine:
                 "dtype": dtype,
                 "quant": quant,
                 "threads": str(torch.get_num_threads()),
-                "arch": config.model_type,
+                "arch": arch,
+                "runner": "lean decoder" if self._decoder is not None else f"transformers ({why_not})",
             },
         )
-        self._cache: Any = self._cache_cls()
         self._n_past = 0
 
     @property
@@ -147,12 +184,27 @@ class HostEngine:
         if min(ids) < 0 or max(ids) >= self._limits.vocab_size:
             raise ValueError(f"token id out of range for a vocabulary of {self._limits.vocab_size}")
         with torch.inference_mode():
-            x = torch.tensor([list(ids)], dtype=torch.long)
-            out = self._model(input_ids=x, past_key_values=self._cache, use_cache=True, logits_to_keep=1)
-        self._cache = out.past_key_values
+            if self._decoder is not None:
+                logits = self._decoder.forward(ids, self._n_past)[-1]
+            else:
+                x = torch.tensor([list(ids)], dtype=torch.long)
+                out = self._model(input_ids=x, past_key_values=self._cache, use_cache=True, logits_to_keep=1)
+                self._cache = out.past_key_values
+                logits = out.logits[0, -1]
         self._n_past += len(ids)
-        logits = out.logits[0, -1].float().numpy().astype(np.float32, copy=False)
-        return StepOutput(logits=logits)
+        return StepOutput(logits=logits.float().numpy().astype(np.float32, copy=False))
+
+    def all_logits(self, ids: Sequence[int]) -> Any:
+        """For evaluation: the logits (a float32 torch tensor [len(ids), vocab]) at every position of
+        ``ids`` run from an empty cache; the cache is reset before and after."""
+        self.truncate(0)
+        with self._torch.inference_mode():
+            if self._decoder is not None:
+                out = self._decoder.forward(ids, 0, all_logits=True)
+            else:
+                out = self._model(input_ids=self._torch.tensor([list(ids)])).logits[0]
+        self.truncate(0)
+        return out.float()
 
     def prefill(self, ids: Sequence[int], sampling: DeviceSampling | None = None) -> StepOutput:
         return self._forward(ids)
@@ -162,15 +214,16 @@ class HostEngine:
 
     def truncate(self, n: int) -> None:
         if n <= 0:
-            self._cache = self._cache_cls()
+            if self._decoder is None:
+                self._cache = self._cache_cls()
             self._n_past = 0
         elif n < self._n_past:
-            self._cache.crop(n - self._n_past)  # negative: tokens to remove (transformers 4 and 5)
+            if self._decoder is None:
+                self._cache.crop(n - self._n_past)  # negative: tokens to remove (transformers 4 and 5)
             self._n_past = n
 
     def close(self) -> None:
-        self._cache = self._cache_cls()
-        self._n_past = 0
+        self.truncate(0)
 
 
 def _load_pretrained(model_dir: Path, dtype: Any) -> Any:
@@ -193,28 +246,83 @@ def _files_id(model_dir: Path) -> str:
     return ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
 
 
-def _load_quantized(model_dir: Path, quant: str, cache_root: Path, weights_id: str) -> Any:
-    """The model with ``quant`` weights: from the cache when it has them (no fp32 weights read), else
+def _read_config(model_dir: Path) -> dict[str, Any]:
+    try:
+        return host_decoder.read_config(model_dir)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"cannot read the model's config.json in {model_dir}: {exc}",
+            hint="the model files may be incomplete or corrupt: reinstall the model",
+        ) from None
+
+
+def _read_tensors(model_dir: Path) -> dict[str, Any]:
+    """Every tensor of the model's safetensors files (one file or shards)."""
+    from safetensors.torch import load_file
+
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        raise ModelLoadError(
+            f"cannot load the model in {model_dir}: no .safetensors weights",
+            hint="the model files may be incomplete or corrupt: reinstall the model",
+        )
+    tensors: dict[str, Any] = {}
+    try:
+        for f in files:
+            tensors.update(load_file(str(f)))
+    except Exception as exc:  # safetensors raises its own kinds for bad files
+        raise ModelLoadError(
+            f"cannot load the model in {model_dir}: {f.name}: {str(exc).strip() or type(exc).__name__}",
+            hint="the model files may be incomplete or corrupt: reinstall the model",
+        ) from None
+    return tensors
+
+
+def _from_weights(
+    model_dir: Path, config: host_decoder.DecoderConfig, mode: str, context: int
+) -> host_decoder.Decoder:
+    tensors = _read_tensors(model_dir)
+    try:
+        return host_decoder.Decoder.from_weights(config, tensors, mode, context)
+    except (KeyError, RuntimeError, ValueError) as exc:
+        raise ModelLoadError(
+            f"cannot load the model in {model_dir}: its weights do not fit its config.json ({exc})",
+            hint="the model files may be incomplete or corrupt: reinstall the model",
+        ) from None
+
+
+def _load_decoder(model_dir: Path, config: host_decoder.DecoderConfig, context: int) -> host_decoder.Decoder:
+    """The lean decoder on the model's own weights (as stored, in fp32)."""
+    return _from_weights(model_dir, config, "none", context)
+
+
+def _load_quantized(
+    model_dir: Path,
+    config: host_decoder.DecoderConfig,
+    quant: str,
+    cache_root: Path,
+    weights_id: str,
+    context: int,
+) -> host_decoder.Decoder:
+    """The decoder with ``quant`` weights: from the cache when it has them (no fp32 weights read), else
     quantized from the model's own weights and cached (atomically, under a lock)."""
     import torch
     from safetensors.torch import load_file, save_file
-    from transformers import AutoConfig
 
     target = cache_root / cache_key(model_dir, weights_id, quant, torch.__version__)
     cached = target / QUANT_FILE
     if cached.is_file():
         try:
-            config = AutoConfig.from_pretrained(str(model_dir))
-            return load_quantized(config, quant, load_file(str(cached)))
+            return host_decoder.Decoder.from_state(config, load_file(str(cached)), context)
         except Exception as exc:  # a damaged cache entry: quantize again below
             log.warning("the cached %s weights in %s are unusable (%s); quantizing again", quant, target, exc)
-    model = quantize_model(_load_pretrained(model_dir, torch.float32), quant)
+    decoder = _from_weights(model_dir, config, quant, context)
     try:
         cache_root.mkdir(parents=True, exist_ok=True)
         with open(cache_root / f".{target.name}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             with staged_directory(target) as tmp:
-                save_file(quantized_state(model), str(tmp / QUANT_FILE), metadata={"format": "pt"})
+                save_file(decoder.state(), str(tmp / QUANT_FILE), metadata={"format": "pt"})
     except OSError as exc:  # a read-only or full cache costs the next start time, not this one
         log.warning("cannot cache the %s weights in %s: %s", quant, target, exc)
-    return model
+    return decoder

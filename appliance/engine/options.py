@@ -32,12 +32,12 @@ EngineChoice = Literal[EngineKind, "scripted"]
 ENGINE_KINDS: tuple[str, ...] = get_args(EngineKind)
 ENGINE_CHOICES: tuple[str, ...] = get_args(EngineChoice)
 
-# How the host engine stores its weights: as the model ships them, or int8 / int4 weight-only
-# (model.host_quant); none by default until int8/int4 have clean numbers from bench_host_engine and the
-# embedded model's sampling tests pass with them.
-HostQuant = Literal["none", "int8", "int4"]
+# How the host engine stores its weights (model.host_quant): as the model ships them, or int8 / int4
+# weight-only; auto: int4 for weights that came from a 4-bit GGUF (int4 gives back those very weights, at
+# about 3x fp32's decode speed), none for the rest.
+HostQuant = Literal["auto", "none", "int8", "int4"]
 HOST_QUANTS: tuple[str, ...] = get_args(HostQuant)
-DEFAULT_HOST_QUANT: HostQuant = "none"
+DEFAULT_HOST_QUANT: HostQuant = "auto"
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,9 @@ class EngineOptions:
     # host: what names the weights (the model manifest's checksum), the key of the quantization cache;
     # None: the sizes and modification times of the model's files
     weights_id: str | None = None
+    # host: how the weights were quantized before they were stored (the manifest's quantization, e.g.
+    # "Q4_1 (dequantized to f32)"): what host_quant auto goes by
+    source_quant: str | None = None
 
 
 def parse_device_ids(value: str | int | Sequence[int | str]) -> tuple[int, ...]:

@@ -179,5 +179,6 @@ def open_engine(
             max_seq_len=options.max_seq_len,
             quant=options.host_quant,
             weights_id=options.weights_id,
+            source_quant=options.source_quant,
         )
     raise EngineUnavailable(f"unknown engine {kind!r}", hint=f"use one of {', '.join(ENGINE_KINDS)}")

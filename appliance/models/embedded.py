@@ -14,7 +14,7 @@ from pathlib import Path
 
 from appliance import paths
 from appliance.atomic import staged_directory
-from appliance.engine.host import import_torch
+from appliance.engine.host import import_transformers
 from appliance.errors import ApplianceError, ModelFormatError, ModelNotFound
 from appliance.models.directory import build_manifest
 from appliance.models.manifest import InstalledModel, ModelManifest, read_manifest, write_manifest
@@ -54,7 +54,7 @@ def gguf_path() -> Path:
 
 def convert_gguf(gguf: Path, out: Path) -> None:
     """Dequantize a GGUF (transformers + torch) into a Hugging Face directory: f32 safetensors, config, tokenizer."""
-    import_torch()  # also silences transformers' progress bars
+    import_transformers()  # silences its progress bars
     try:
         import torch
         from safetensors.torch import save_file

@@ -114,6 +114,7 @@ def load_model(
         threads=section.threads,
         host_quant=section.host_quant,
         weights_id=manifest.checksum or None,
+        source_quant=manifest.quantization,
         libdir=section.libdir,
         decrypt_lib=section.decrypt_lib,
         devices=section.devices,
