@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -256,39 +256,57 @@ def _read_config(model_dir: Path) -> dict[str, Any]:
         ) from None
 
 
-def _read_tensors(model_dir: Path) -> dict[str, Any]:
-    """Every tensor of the model's safetensors files (one file or shards)."""
-    from safetensors.torch import load_file
+class _Weights(Mapping[str, Any]):
+    """The tensors of a model's safetensors files (one file or shards), read one at a time when asked
+    for: building the decoder holds each source tensor only while it makes its own copy."""
 
-    files = sorted(model_dir.glob("*.safetensors"))
-    if not files:
-        raise ModelLoadError(
-            f"cannot load the model in {model_dir}: no .safetensors weights",
-            hint="the model files may be incomplete or corrupt: reinstall the model",
-        )
-    tensors: dict[str, Any] = {}
-    try:
+    def __init__(self, model_dir: Path) -> None:
+        from safetensors import safe_open
+
+        files = sorted(model_dir.glob("*.safetensors"))
+        if not files:
+            raise ModelLoadError(
+                f"cannot load the model in {model_dir}: no .safetensors weights",
+                hint="the model files may be incomplete or corrupt: reinstall the model",
+            )
+        self._where: dict[str, Any] = {}
         for f in files:
-            tensors.update(load_file(str(f)))
-    except Exception as exc:  # safetensors raises its own kinds for bad files
-        raise ModelLoadError(
-            f"cannot load the model in {model_dir}: {f.name}: {str(exc).strip() or type(exc).__name__}",
-            hint="the model files may be incomplete or corrupt: reinstall the model",
-        ) from None
-    return tensors
+            try:
+                handle = safe_open(str(f), framework="pt")
+            except Exception as exc:  # safetensors raises its own kinds for bad files
+                raise _unreadable(model_dir, f"{f.name}: {exc}") from None
+            self._where.update(dict.fromkeys(handle.keys(), handle))
+
+    def __getitem__(self, name: str) -> Any:
+        return self._where[name].get_tensor(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+
+def _unreadable(model_dir: Path, reason: str) -> ModelLoadError:
+    return ModelLoadError(
+        f"cannot load the model in {model_dir}: {reason.strip().splitlines()[0] if reason.strip() else reason}",
+        hint="the model files may be incomplete or corrupt: reinstall the model",
+    )
 
 
 def _from_weights(
     model_dir: Path, config: host_decoder.DecoderConfig, mode: str, context: int
 ) -> host_decoder.Decoder:
-    tensors = _read_tensors(model_dir)
+    weights = _Weights(model_dir)
     try:
-        return host_decoder.Decoder.from_weights(config, tensors, mode, context)
-    except (KeyError, RuntimeError, ValueError) as exc:
+        return host_decoder.Decoder.from_weights(config, weights, mode, context)
+    except (KeyError, ValueError) as exc:
         raise ModelLoadError(
             f"cannot load the model in {model_dir}: its weights do not fit its config.json ({exc})",
             hint="the model files may be incomplete or corrupt: reinstall the model",
         ) from None
+    except Exception as exc:  # a tensor that cannot be read, or shapes torch cannot combine
+        raise _unreadable(model_dir, str(exc) or type(exc).__name__) from None
 
 
 def _load_decoder(model_dir: Path, config: host_decoder.DecoderConfig, context: int) -> host_decoder.Decoder:

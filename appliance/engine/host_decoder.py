@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,6 +129,29 @@ def _rotate(x: Any, cos: Any, sin: Any) -> Any:
     return x * cos + rotated * sin
 
 
+class _Names:
+    """A model's tensors by name with or without transformers' ``model.`` prefix (``lm_head`` has none)."""
+
+    def __init__(self, tensors: Mapping[str, Any]) -> None:
+        self._tensors = tensors
+
+    def _key(self, name: str) -> str | None:
+        return next((k for k in (f"model.{name}", name) if k in self._tensors), None)
+
+    def __contains__(self, name: str) -> bool:
+        return self._key(name) is not None
+
+    def __getitem__(self, name: str) -> Any:
+        key = self._key(name)
+        if key is None:
+            raise KeyError(name)
+        return self._tensors[key]
+
+    def get(self, name: str) -> Any:
+        key = self._key(name)
+        return None if key is None else self._tensors[key]
+
+
 class _Layer:
     """One decoder layer's weights and its slice of the KV cache."""
 
@@ -180,24 +203,26 @@ class Decoder:
 
     @classmethod
     def from_weights(
-        cls, config: DecoderConfig, tensors: dict[str, Any], mode: str, max_seq_len: int
+        cls, config: DecoderConfig, tensors: Mapping[str, Any], mode: str, max_seq_len: int
     ) -> Decoder:
-        """From the model's own tensors (transformers names), with the linear layers in ``mode``
-        (none, int8, int4). KeyError when a tensor is missing."""
+        """From the model's own tensors (transformers names, each read once: ``tensors`` may read them
+        on demand), with the linear layers in ``mode`` (none, int8, int4). KeyError when one is missing."""
         torch = _torch()
-        t = {k.removeprefix("model."): v for k, v in tensors.items()}
+        t = _Names(tensors)
 
         def lin(names: Sequence[str], prefix: str) -> Linear:
-            weight = torch.cat([t[f"{prefix}.{n}.weight"].float() for n in names])
+            weights = [t[f"{prefix}.{n}.weight"].float() for n in names]
             biases = [t.get(f"{prefix}.{n}.bias") for n in names]
             bias = None
             if any(b is not None for b in biases):
                 bias = torch.cat(
                     [
-                        b.float() if b is not None else torch.zeros(t[f"{prefix}.{n}.weight"].shape[0])
-                        for n, b in zip(names, biases, strict=True)
+                        torch.zeros(w.shape[0]) if b is None else b.float()
+                        for w, b in zip(weights, biases, strict=True)
                     ]
                 )
+            weight = weights[0] if len(weights) == 1 else torch.cat(weights)
+            del weights  # the sources of a fused weight go now, not at the end of the load
             return quantized_linear(weight, bias, mode)
 
         layers = []
@@ -214,9 +239,7 @@ class Decoder:
                 )
             )
         table = t["embed_tokens.weight"]
-        head_weight = table if config.tied else t.get("lm_head.weight", tensors.get("lm_head.weight"))
-        if head_weight is None:
-            raise KeyError("lm_head.weight")
+        head_weight = table if config.tied else t["lm_head.weight"]
         embed: Any
         head: Linear
         if mode == "none":
