@@ -14,6 +14,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
+from appliance.engine import host_quant
 from appliance.engine.host import HostEngine
 from appliance.errors import ModelLoadError
 
@@ -138,3 +139,20 @@ def test_weights_that_do_not_fit_the_config_give_a_load_error(tmp_path: Path) ->
     (model_dir / "config.json").write_text("{not json")
     with pytest.raises(ModelLoadError, match=r"cannot read the model's config\.json"):
         HostEngine(model_dir)
+
+
+@pytest.mark.parametrize(("n", "k"), [(128, 64), (960, 576), (48, 96)])
+def test_int4_dequantization_reads_torchs_packing(n: int, k: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dense copy a quantized layer uses for prompts: the blocked read (rows in blocks of 64) gives
+    what the per-shape learned layout gives, and both are the weight within half a quantization step."""
+    torch.manual_seed(n)
+    weight = torch.randn(n, k)
+    layer = host_quant.quantized_linear(weight, None, "int4")
+    assert isinstance(layer, host_quant.Int4Linear)
+    fast = layer.dequantized()
+    monkeypatch.setattr(host_quant, "_BLOCKED", [False])
+    learned = layer.dequantized()
+    assert torch.equal(fast, learned)
+    step = weight.reshape(n, -1, host_quant.INT4_GROUP).aminmax(dim=-1)
+    scale = ((step.max - step.min) / 15).repeat_interleave(host_quant.INT4_GROUP, dim=1)
+    assert bool(((fast - weight).abs() <= scale * 0.51 + 1e-2 * scale.max()).all())

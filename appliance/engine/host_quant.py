@@ -155,8 +155,11 @@ class Int4Linear:
         """The fp32 weight [N, K] (from the kernel's bf16 scales): torch's packing undone."""
         torch = _nn()
         n, k = self.out_features, self.in_features
-        nibbles = torch.stack([self.weight & 15, self.weight >> 4], dim=-1).reshape(-1)
-        q = nibbles[_int4_unpack_index(n, k)].reshape(n, k // INT4_GROUP, INT4_GROUP).float()
+        if n % _BLOCK_N == 0 and _blocked_layout():
+            q = _unpack_blocked(self.weight, n, k).reshape(n, k // INT4_GROUP, INT4_GROUP).float()
+        else:
+            nibbles = torch.stack([self.weight & 15, self.weight >> 4], dim=-1).reshape(-1)
+            q = nibbles[_int4_unpack_index(n, k)].reshape(n, k // INT4_GROUP, INT4_GROUP).float()
         sz = self._sz.float().permute(1, 0, 2)[:, :, None, :]  # [N, K/group, 1, 2]
         return ((q - 8) * sz[..., 0] + sz[..., 1]).reshape(n, k)
 
@@ -236,6 +239,32 @@ class Int8Embedding:
 
     def tensors(self, prefix: str) -> dict[str, Any]:
         return {f"{prefix}.weight": self.weight, f"{prefix}.scales": self.scales}
+
+
+_BLOCK_N = 64
+_BLOCKED: list[bool] = []
+
+
+def _unpack_blocked(packed: Any, n: int, k: int) -> Any:
+    """torch's int4 packing read as blocks of 64 rows: for each column, 32 bytes whose low nibbles are
+    the block's rows 0-31 and high nibbles rows 32-63 (a strided copy, not a gather)."""
+    torch = _nn()
+    p = packed.reshape(n // _BLOCK_N, k, _BLOCK_N // 2)
+    return torch.cat([p & 15, p >> 4], dim=2).transpose(1, 2).reshape(n, k)
+
+
+def _blocked_layout() -> bool:
+    """Whether this torch packs int4 in that layout (checked once, on a random 128 x 64 weight;
+    otherwise the layout is learned per shape by :func:`_int4_unpack_index`)."""
+    if not _BLOCKED:
+        torch = _nn()
+        q = torch.randint(0, 16, (2 * _BLOCK_N, 64), dtype=torch.int32)
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
+        _BLOCKED.append(
+            tuple(packed.shape) == (2 * _BLOCK_N, 32)
+            and bool((_unpack_blocked(packed, 2 * _BLOCK_N, 64).int() == q).all())
+        )
+    return _BLOCKED[0]
 
 
 _UNPACK: dict[tuple[int, int], Any] = {}
