@@ -116,19 +116,6 @@ def _torch() -> Any:
     return torch
 
 
-def _rms_norm(x: Any, weight: Any, eps: float) -> Any:
-    torch = _torch()
-    variance = x.pow(2).mean(-1, keepdim=True)
-    return (x * torch.rsqrt(variance.add_(eps))).mul_(weight)  # transformers' weight * (x * r), in place
-
-
-def _rotate(x: Any, cos: Any, sin: Any) -> Any:
-    torch = _torch()
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
-
-
 class _Names:
     """A model's tensors by name with or without transformers' ``model.`` prefix (``lm_head`` has none)."""
 
@@ -188,15 +175,19 @@ class Decoder:
         self.max_seq_len = max_seq_len
         c = config
         # empty, not zeros: a page of the cache is touched only when a position is written
-        shape = (c.layers, c.kv_heads, max_seq_len, c.head_dim)
+        shape = (c.layers, 1, c.kv_heads, max_seq_len, c.head_dim)
         self._k = torch.empty(shape, dtype=torch.float32)
         self._v = torch.empty(shape, dtype=torch.float32)
+        self._k_layers, self._v_layers = list(self._k), list(self._v)
         inv_freq = 1.0 / (
             c.rope_theta ** (torch.arange(0, c.head_dim, 2, dtype=torch.int64).float() / c.head_dim)
         )
         freqs = torch.arange(max_seq_len, dtype=torch.float32)[:, None] * inv_freq[None, :]
         emb = torch.cat((freqs, freqs), dim=-1)
-        self._cos, self._sin = emb.cos(), emb.sin()
+        self._cos = emb.cos()
+        # rotate_half(x) * sin == roll(x, dim/2) * sin with its first half negated (exactly: only signs move)
+        half = c.head_dim // 2
+        self._sin_signed = torch.cat((-emb.sin()[:, :half], emb.sin()[:, half:]), dim=-1)
         self._scale = 1 / math.sqrt(c.head_dim)
 
     # ---- building ----
@@ -312,37 +303,41 @@ class Decoder:
         end = start + n
         index = torch.tensor(list(ids), dtype=torch.long)
         x = self.embed[index] if isinstance(self.embed, torch.Tensor) else self.embed(index)  # [n, hidden]
-        cos, sin = self._cos[start:end], self._sin[start:end]
+        cos, sin = self._cos[start:end], self._sin_signed[start:end]
+        rms_norm, silu = torch.nn.functional.rms_norm, torch.nn.functional.silu
+        hidden, head_dim, half = (c.hidden,), (c.head_dim,), c.head_dim // 2
         mask = None if n == 1 else torch.ones(n, end, dtype=torch.bool).tril(diagonal=start)
         sdpa = torch.nn.functional.scaled_dot_product_attention
         qk_heads = c.heads + c.kv_heads
         qk_width = qk_heads * c.head_dim
-        for i, layer in enumerate(self.layers):
-            h = _rms_norm(x, layer.norm1, c.eps)
+        for layer, k_cache, v_cache in zip(self.layers, self._k_layers, self._v_layers, strict=True):
+            h = rms_norm(x, hidden, layer.norm1, c.eps)
             qkv = layer.qkv(h)
             qk = qkv[:, :qk_width].view(n, qk_heads, c.head_dim)
             if layer.q_norm is not None:
                 qk = torch.cat(
                     (
-                        _rms_norm(qk[:, : c.heads], layer.q_norm, c.eps),
-                        _rms_norm(qk[:, c.heads :], layer.k_norm, c.eps),
+                        rms_norm(qk[:, : c.heads], head_dim, layer.q_norm, c.eps),
+                        rms_norm(qk[:, c.heads :], head_dim, layer.k_norm, c.eps),
                     ),
                     dim=1,
                 )
-            qk = _rotate(qk.transpose(0, 1), cos, sin)  # q and k heads at once: [heads + kv_heads, n, dim]
-            self._k[i, :, start:end] = qk[c.heads :]
-            self._v[i, :, start:end] = qkv[:, qk_width:].view(n, c.kv_heads, c.head_dim).transpose(0, 1)
+            # rotary on q and k heads at once: [heads + kv_heads, n, dim]
+            qk = qk.transpose(0, 1)
+            qk = qk * cos + qk.roll(half, -1) * sin
+            k_cache[:, :, start:end] = qk[c.heads :]
+            v_cache[:, :, start:end] = qkv[:, qk_width:].view(n, c.kv_heads, c.head_dim).transpose(0, 1)
             attn = sdpa(
                 qk[None, : c.heads],
-                self._k[i, :, :end][None],
-                self._v[i, :, :end][None],
+                k_cache[:, :, :end],
+                v_cache[:, :, :end],
                 attn_mask=mask,
                 scale=self._scale,
                 enable_gqa=c.kv_heads != c.heads,
             )
             x = x + layer.o(attn[0].transpose(0, 1).reshape(n, c.heads * c.head_dim))
-            h = _rms_norm(x, layer.norm2, c.eps)
+            h = rms_norm(x, hidden, layer.norm2, c.eps)
             gate, up = layer.gate_up(h).split(c.intermediate, dim=-1)
-            x = x + layer.down(torch.nn.functional.silu(gate) * up)
+            x = x + layer.down(silu(gate) * up)
         x = x if all_logits else x[-1:]
-        return self.head(_rms_norm(x, self.norm, c.eps))
+        return self.head(rms_norm(x, hidden, self.norm, c.eps))

@@ -1,5 +1,5 @@
 """Weight-only quantization for the host engine: int8 or int4 weights, fp32 activations, torch's own
-CPU kernels (``aten._weight_int8pack_mm``, ``aten._weight_int4pack_mm_for_cpu``).
+CPU kernels (``torch._weight_int8pack_mm``, ``torch._weight_int4pack_mm_for_cpu``).
 
 Decode on a CPU reads every weight once per token, so it is memory-bandwidth bound: fp32 weights of
 SmolLM2-135M are 540 MB a token, int8 135 MB, int4 (+ its scales) about 110 MB.
@@ -100,9 +100,10 @@ class DenseLinear:
     def __init__(self, weight: Any, bias: Any = None) -> None:
         self.weight, self.bias = weight, bias
         self.in_features, self.out_features = int(weight.shape[1]), int(weight.shape[0])
+        self._linear = _nn().nn.functional.linear
 
     def __call__(self, x: Any) -> Any:
-        return _nn().nn.functional.linear(x, self.weight, self.bias)
+        return self._linear(x, self.weight, self.bias)
 
     def tensors(self, prefix: str) -> dict[str, Any]:
         out = {f"{prefix}.weight": self.weight}
@@ -120,16 +121,15 @@ class Int8Linear:
         self.in_features, self.out_features = int(weight.shape[1]), int(weight.shape[0])
         self._ones = torch.ones(self.out_features, dtype=torch.bfloat16)
         self._dense: Any = None
+        self._bf16, self._kernel = torch.bfloat16, torch._weight_int8pack_mm  # the direct binding
 
     def __call__(self, x: Any) -> Any:
-        torch = _nn()
         if x.shape[0] >= DENSE_ROWS:  # the kernel's rounding: bf16 in, bf16 out, then the scales
             if self._dense is None:
                 self._dense = self.weight.float()
-            y = _bf16_round(torch.nn.functional.linear(_bf16_round(x), self._dense)) * self.scales
+            y = _bf16_round(_nn().nn.functional.linear(_bf16_round(x), self._dense)) * self.scales
         else:
-            y = torch.ops.aten._weight_int8pack_mm(x.to(torch.bfloat16), self.weight, self._ones).float()
-            y = y * self.scales
+            y = self._kernel(x.to(self._bf16), self.weight, self._ones).float() * self.scales
         return y if self.bias is None else y + self.bias
 
     def tensors(self, prefix: str) -> dict[str, Any]:
@@ -150,6 +150,7 @@ class Int4Linear:
         self.in_features, self.out_features = in_features, out_features
         self._sz = scales_zeros.to(torch.bfloat16)  # what the kernel takes
         self._dense: Any = None
+        self._bf16, self._kernel = torch.bfloat16, torch._weight_int4pack_mm_for_cpu  # the direct binding
 
     def dequantized(self) -> Any:
         """The fp32 weight [N, K] (from the kernel's bf16 scales): torch's packing undone."""
@@ -164,15 +165,12 @@ class Int4Linear:
         return ((q - 8) * sz[..., 0] + sz[..., 1]).reshape(n, k)
 
     def __call__(self, x: Any) -> Any:
-        torch = _nn()
         if x.shape[0] >= DENSE_ROWS:  # the kernel's rounding: bf16 in, bf16 scales, bf16 out
             if self._dense is None:
                 self._dense = self.dequantized()
-            y = _bf16_round(torch.nn.functional.linear(_bf16_round(x), self._dense))
+            y = _bf16_round(_nn().nn.functional.linear(_bf16_round(x), self._dense))
         else:
-            y = torch.ops.aten._weight_int4pack_mm_for_cpu(
-                x.to(torch.bfloat16), self.weight, INT4_GROUP, self._sz
-            ).float()
+            y = self._kernel(x.to(self._bf16), self.weight, INT4_GROUP, self._sz).float()
         return y if self.bias is None else y + self.bias
 
     def tensors(self, prefix: str) -> dict[str, Any]:
