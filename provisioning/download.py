@@ -13,12 +13,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import IO
-
-import requests
+from typing import IO, TYPE_CHECKING
 
 from appliance.atomic import sha256_file
 from appliance.errors import DownloadError
+
+if TYPE_CHECKING:
+    import requests
 
 __all__ = ["DFSS_HOST", "dfss_download", "download_file"]
 
@@ -74,6 +75,8 @@ def download_file(
     timeout: float = 30.0,
 ) -> Path:
     """Download ``url`` to ``dest``, resuming ``dest.part``; verify ``sha256`` when given."""
+    import requests  # here, not at the top: `llm-tpu serve` imports this module and never downloads
+
     if dest.is_file() and (sha256 is None or sha256_file(dest) == sha256.lower()):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -90,6 +90,33 @@ def test_models_info_and_list(tiny_hf: Path) -> None:
     assert listed["models"] == [] and listed["embedded"] is True
 
 
+def test_a_named_command_imports_only_its_own_module() -> None:
+    """`llm-tpu serve` starts without the HTTP client, the compiler, the other commands or requests."""
+    code = (
+        "import sys; from appliance.cli.main import build_parser, requested_command; "
+        "build_parser(requested_command(['-vv', 'serve', '--socket', 'x'])); "
+        "print(sorted(m for m in sys.modules if m.startswith(('appliance.cli.', 'appliance.client', "
+        "'appliance.compile', 'httpx', 'requests'))))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.split() == [
+        "['appliance.cli.main',",
+        "'appliance.cli.options',",
+        "'appliance.cli.serve_cmd']",
+    ]
+
+
+def test_help_and_unknown_commands_still_list_every_command() -> None:
+    help_text = llm_tpu("--help").stdout
+    assert all(f"    {name} " in help_text for name in ("chat", "serve", "provision", "models"))
+    # help asked before the command is the whole program's help, not the command's
+    assert "provision" in llm_tpu("-h", "serve").stdout
+    misspelt = llm_tpu("-v", "serv")
+    assert (
+        misspelt.returncode == 2 and "'provision'" in misspelt.stderr and "Traceback" not in misspelt.stderr
+    )
+
+
 def test_version_json() -> None:
     data = json.loads(llm_tpu("version", "--json").stdout)
     assert data["llm-tpu-appliance"] and data["python"]

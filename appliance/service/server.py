@@ -35,6 +35,7 @@ from appliance.models.loader import LoadedModel, load_model
 from appliance.service import systemd_integration as sd
 from appliance.service.app import create_app
 from appliance.service.connection_guard import CappedSockSite, ListenerGuard
+from appliance.service.load_gc import with_fewer_gc_passes
 from appliance.service.metrics import ServiceMetrics
 from appliance.service.model_switch import ModelSwitcher
 from appliance.service.scheduler import Scheduler
@@ -179,7 +180,7 @@ class ServiceRunner:
         model_admin: ModelAdmin | None = None,
     ) -> None:
         self.config = loaded.config
-        self._loader = model_loader
+        self._loader = with_fewer_gc_passes(model_loader)  # the start-up load and every switch
         self.metrics = ServiceMetrics()
         self.scheduler = Scheduler(
             queue_size=self.config.scheduler.queue_size, metrics=self.metrics, on_change=self._status_changed
@@ -191,7 +192,7 @@ class ServiceRunner:
             device_probe=device_probe,
             model_admin=model_admin,
         )
-        self.switcher = ModelSwitcher(self.state, model_loader)
+        self.switcher = ModelSwitcher(self.state, self._loader)
         self.state.switcher = self.switcher
         self._runner: web.AppRunner | None = None
         self._own_socket: Path | None = None
