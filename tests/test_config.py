@@ -68,7 +68,10 @@ def test_layers_later_wins_with_provenance(tmp_path: Path) -> None:
         ),
         ({"scheduler": {"queue_sise": 3}}, "scheduler.queue_sise: unknown key"),
         ({"model": {"engine": "gpu"}}, "model.engine: Input should be"),
-        ({"model": {"host_quant": "int3"}}, "model.host_quant: Input should be 'auto', 'none', 'int8' or 'int4'"),
+        (
+            {"model": {"host_quant": "int3"}},
+            "model.host_quant: Input should be 'auto', 'none', 'int8' or 'int4'",
+        ),
         ({"server": {"socket_mode": "0999"}}, "server.socket_mode"),
         ({"server": {"tcp": {"port": "http"}}}, "server.tcp.port"),
     ],
