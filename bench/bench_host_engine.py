@@ -249,6 +249,7 @@ def main(argv: list[str]) -> int:
             f"{name:<14} | {r['prefill_150']:>15.3f} | {r['prefill_1000']:>16.3f} | {r['decode_tps']:>12.1f} "
             f"| {r['ready_s']:>9.2f} | {r['peak_rss_mb']:>13.0f} | {agreement(r['tokens'], fp32):>30} | {agreement(r['tokens'], ref):>9}"
         )
+    print("(the embedded model's default, model.host_quant auto, is int4: its weights came from a Q4_1 GGUF)")
     if "llama.cpp" in rows:
         lc = rows["llama.cpp"]["decode_tps"]
         for kind in kinds:
