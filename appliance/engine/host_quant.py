@@ -94,6 +94,11 @@ def _bf16_round(x: Any) -> Any:
     return x.to(torch.bfloat16).float()
 
 
+def _named(prefix: str, **tensors: Any) -> dict[str, Any]:
+    """A layer's tensors under ``prefix.<name>`` for saving (an absent bias left out)."""
+    return {f"{prefix}.{name}": t for name, t in tensors.items() if t is not None}
+
+
 class DenseLinear:
     """y = x W^T (+ b) with the weight as stored (fp32)."""
 
@@ -106,10 +111,7 @@ class DenseLinear:
         return self._linear(x, self.weight, self.bias)
 
     def tensors(self, prefix: str) -> dict[str, Any]:
-        out = {f"{prefix}.weight": self.weight}
-        if self.bias is not None:
-            out[f"{prefix}.bias"] = self.bias
-        return out
+        return _named(prefix, weight=self.weight, bias=self.bias)
 
 
 class Int8Linear:
@@ -133,10 +135,7 @@ class Int8Linear:
         return y if self.bias is None else y + self.bias
 
     def tensors(self, prefix: str) -> dict[str, Any]:
-        out = {f"{prefix}.weight": self.weight, f"{prefix}.scales": self.scales}
-        if self.bias is not None:
-            out[f"{prefix}.bias"] = self.bias
-        return out
+        return _named(prefix, weight=self.weight, scales=self.scales, bias=self.bias)
 
 
 class Int4Linear:
@@ -174,10 +173,7 @@ class Int4Linear:
         return y if self.bias is None else y + self.bias
 
     def tensors(self, prefix: str) -> dict[str, Any]:
-        out = {f"{prefix}.weight": self.weight, f"{prefix}.scales_zeros": self.scales_zeros}
-        if self.bias is not None:
-            out[f"{prefix}.bias"] = self.bias
-        return out
+        return _named(prefix, weight=self.weight, scales_zeros=self.scales_zeros, bias=self.bias)
 
 
 Linear = DenseLinear | Int8Linear | Int4Linear
@@ -236,7 +232,7 @@ class Int8Embedding:
         return Int8Linear(self.weight, self.scales)
 
     def tensors(self, prefix: str) -> dict[str, Any]:
-        return {f"{prefix}.weight": self.weight, f"{prefix}.scales": self.scales}
+        return _named(prefix, weight=self.weight, scales=self.scales)
 
 
 _BLOCK_N = 64
