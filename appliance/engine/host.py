@@ -35,6 +35,7 @@ from appliance.errors import ContextOverflow, EngineUnavailable, ModelLoadError
 __all__ = ["DEFAULT_MAX_SEQ_LEN", "HostEngine", "host_context", "import_torch", "import_transformers"]
 
 DEFAULT_MAX_SEQ_LEN = 4096
+_REINSTALL = "the model files may be incomplete or corrupt: reinstall the model"
 QUANT_FILE = "model.safetensors"
 
 log = logging.getLogger(__name__)
@@ -126,7 +127,7 @@ class HostEngine:
         if why_not is None:
             config = host_decoder.DecoderConfig.from_raw(raw)
             if quant == "none":
-                self._decoder = _load_decoder(model_dir, config, context)
+                self._decoder = _from_weights(model_dir, config, "none", context)  # as stored, in fp32
             else:
                 cache_root = quant_cache or paths.cache_dir() / "host-quant"
                 key = weights_id or _files_id(model_dir)
@@ -233,11 +234,7 @@ def _load_pretrained(model_dir: Path, dtype: Any) -> Any:
     try:
         return AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype, low_cpu_mem_usage=True)
     except Exception as exc:  # transformers raises many kinds for bad files
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(
-            f"cannot load the model in {model_dir}: {reason}",
-            hint="the model files may be incomplete or corrupt: reinstall the model",
-        ) from None
+        raise _unreadable(model_dir, exc) from None
 
 
 def _files_id(model_dir: Path) -> str:
@@ -251,8 +248,7 @@ def _read_config(model_dir: Path) -> dict[str, Any]:
         return host_decoder.read_config(model_dir)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(
-            f"cannot read the model's config.json in {model_dir}: {exc}",
-            hint="the model files may be incomplete or corrupt: reinstall the model",
+            f"cannot read the model's config.json in {model_dir}: {exc}", hint=_REINSTALL
         ) from None
 
 
@@ -266,15 +262,14 @@ class _Weights(Mapping[str, Any]):
         files = sorted(model_dir.glob("*.safetensors"))
         if not files:
             raise ModelLoadError(
-                f"cannot load the model in {model_dir}: no .safetensors weights",
-                hint="the model files may be incomplete or corrupt: reinstall the model",
+                f"cannot load the model in {model_dir}: no .safetensors weights", hint=_REINSTALL
             )
         self._where: dict[str, Any] = {}
         for f in files:
             try:
                 handle = safe_open(str(f), framework="pt")
             except Exception as exc:  # safetensors raises its own kinds for bad files
-                raise _unreadable(model_dir, f"{f.name}: {exc}") from None
+                raise _unreadable(model_dir, exc, where=f"{f.name}: ") from None
             self._where.update(dict.fromkeys(handle.keys(), handle))
 
     def __getitem__(self, name: str) -> Any:
@@ -287,11 +282,12 @@ class _Weights(Mapping[str, Any]):
         return len(self._where)
 
 
-def _unreadable(model_dir: Path, reason: str) -> ModelLoadError:
-    return ModelLoadError(
-        f"cannot load the model in {model_dir}: {reason.strip().splitlines()[0] if reason.strip() else reason}",
-        hint="the model files may be incomplete or corrupt: reinstall the model",
-    )
+def _unreadable(model_dir: Path, exc: BaseException, where: str = "") -> ModelLoadError:
+    """The error for model files a loader (safetensors, torch, transformers) could not read: the first
+    line of what it said, or the kind of error when it said nothing."""
+    text = str(exc).strip()
+    reason = text.splitlines()[0] if text else type(exc).__name__
+    return ModelLoadError(f"cannot load the model in {model_dir}: {where}{reason}", hint=_REINSTALL)
 
 
 def _from_weights(
@@ -303,15 +299,10 @@ def _from_weights(
     except (KeyError, ValueError) as exc:
         raise ModelLoadError(
             f"cannot load the model in {model_dir}: its weights do not fit its config.json ({exc})",
-            hint="the model files may be incomplete or corrupt: reinstall the model",
+            hint=_REINSTALL,
         ) from None
     except Exception as exc:  # a tensor that cannot be read, or shapes torch cannot combine
-        raise _unreadable(model_dir, str(exc) or type(exc).__name__) from None
-
-
-def _load_decoder(model_dir: Path, config: host_decoder.DecoderConfig, context: int) -> host_decoder.Decoder:
-    """The lean decoder on the model's own weights (as stored, in fp32)."""
-    return _from_weights(model_dir, config, "none", context)
+        raise _unreadable(model_dir, exc) from None
 
 
 def _load_quantized(
