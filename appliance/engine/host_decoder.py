@@ -172,7 +172,6 @@ class Decoder:
     ) -> None:
         torch = _torch()
         self.config, self.embed, self.layers, self.norm, self.head = config, embed, layers, norm, head
-        self.max_seq_len = max_seq_len
         c = config
         # empty, not zeros: a page of the cache is touched only when a position is written
         shape = (c.layers, 1, c.kv_heads, max_seq_len, c.head_dim)
@@ -186,8 +185,8 @@ class Decoder:
         emb = torch.cat((freqs, freqs), dim=-1)
         self._cos = emb.cos()
         # rotate_half(x) * sin == roll(x, dim/2) * sin with its first half negated (exactly: only signs move)
-        half = c.head_dim // 2
-        self._sin_signed = torch.cat((-emb.sin()[:, :half], emb.sin()[:, half:]), dim=-1)
+        half, sin = c.head_dim // 2, emb.sin()
+        self._sin_signed = torch.cat((-sin[:, :half], sin[:, half:]), dim=-1)
         self._scale = 1 / math.sqrt(c.head_dim)
 
     # ---- building ----
