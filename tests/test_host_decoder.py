@@ -156,3 +156,17 @@ def test_int4_dequantization_reads_torchs_packing(n: int, k: int, monkeypatch: p
     step = weight.reshape(n, -1, host_quant.INT4_GROUP).aminmax(dim=-1)
     scale = ((step.max - step.min) / 15).repeat_interleave(host_quant.INT4_GROUP, dim=1)
     assert bool(((fast - weight).abs() <= scale * 0.51 + 1e-2 * scale.max()).all())
+
+
+def test_quantized_weights_from_the_cache_sit_where_the_kernels_can_read_them(tmp_path: Path) -> None:
+    """safetensors puts a tensor wherever its file header says; torch's int8 kernel crashed (SIGSEGV) on
+    this model's cached weights, 8 bytes off a 64-byte boundary."""
+    model_dir = tiny_model(tmp_path, "llama")
+    fresh = HostEngine(model_dir, threads=1, quant="int8", quant_cache=tmp_path / "q", compiled_step=False)
+    cached = HostEngine(model_dir, threads=1, quant="int8", quant_cache=tmp_path / "q", compiled_step=False)
+    decoder = cached._decoder
+    assert decoder is not None
+    for tensor in decoder.state().values():
+        assert tensor.data_ptr() % 64 == 0
+    want, got = fresh.prefill(IDS[:4]).logits, cached.prefill(IDS[:4]).logits
+    assert want is not None and got is not None and (want == got).all()

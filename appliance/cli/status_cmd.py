@@ -32,6 +32,9 @@ def _human(status: dict[str, Any]) -> list[str]:
         lines.append(f"error      {err.get('error')}")
         if err.get("hint"):
             lines.append(f"hint       {err['hint']}")
+    details = model.get("engine_details") or {}
+    if details:  # e.g. the host engine's runner, weights and whether its decode step is compiled
+        lines.append("engine     " + ", ".join(f"{k} {v}" for k, v in details.items()))
     if "max_seq_len" in model:
         lines.append(f"context    {model['max_seq_len']} tokens")
     lines.append(

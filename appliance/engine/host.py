@@ -20,7 +20,7 @@ import numpy as np
 
 from appliance import paths
 from appliance.atomic import staged_directory
-from appliance.engine import host_decoder
+from appliance.engine import host_decoder, host_kernels
 from appliance.engine.host_quant import cache_key
 from appliance.engine.options import HOST_QUANTS
 from appliance.engine.protocol import (
@@ -92,12 +92,15 @@ class HostEngine:
         quant_cache: Path | None = None,
         weights_id: str | None = None,
         source_quant: str | None = None,
+        compiled_step: bool = True,
     ) -> None:
         """``quant``: ``none`` (weights in ``dtype``), ``int8`` or ``int4`` (weight-only, fp32
         activations; see host_quant), cached under ``quant_cache`` (default: the user cache) and keyed on
         ``weights_id`` (the manifest's checksum; default: the files' sizes and modification times);
         ``auto``: int4 when the weights came from a 4-bit GGUF (``source_quant``, the manifest's
-        quantization, e.g. "Q4_1 ..."), which int4 reproduces, else none."""
+        quantization, e.g. "Q4_1 ..."), which int4 reproduces, else none. ``compiled_step``: decode
+        single tokens of the lean decoder with the compiled step (host_kernels; built in the background
+        on first use) once it is there; False: always op by op."""
         torch = import_torch()
         if dtype not in _DTYPES:
             raise ModelLoadError(f"host engine dtype {dtype!r} is not one of {_DTYPES}")
@@ -123,6 +126,8 @@ class HostEngine:
         trained = int(raw.get("max_position_embeddings") or DEFAULT_MAX_SEQ_LEN)
         context = host_context(trained, max_seq_len)
         self._decoder: host_decoder.Decoder | None = None
+        self._step: host_kernels.CompiledStep | None = None  # until it is attached or unavailable
+        self._op_by_op = "op by op (compiled_step=False)"
         self._model: Any = None
         if why_not is None:
             config = host_decoder.DecoderConfig.from_raw(raw)
@@ -133,6 +138,8 @@ class HostEngine:
                 key = weights_id or _files_id(model_dir)
                 self._decoder = _load_quantized(model_dir, config, quant, cache_root, key, context)
             vocab, arch = config.vocab, str(raw.get("model_type"))
+            if compiled_step:
+                self._step = host_kernels.compiled_step(paths.cache_dir() / "host-kernels")
         else:
             import_transformers()
             from transformers import DynamicCache
@@ -152,9 +159,37 @@ class HostEngine:
                 "threads": str(torch.get_num_threads()),
                 "arch": arch,
                 "runner": "lean decoder" if self._decoder is not None else f"transformers ({why_not})",
+                "decode_step": self._step_status(),
             },
         )
         self._n_past = 0
+        self._attach_step()  # a step already built (cached) is loaded by now
+
+    def _step_status(self) -> str:
+        """compiled, building, or why single tokens run op by op (for info.details)."""
+        if self._decoder is None:
+            return "op by op (transformers)"
+        if self._step is not None:
+            return self._step.status
+        return "compiled" if self._decoder.compiled else self._op_by_op
+
+    def _attach_step(self) -> None:
+        """Switch the decoder to the compiled step once its build has ended (between two tokens)."""
+        step = self._step
+        if step is None or self._decoder is None or step.status == "building":
+            return
+        self._decoder.use_compiled_step(step.get())
+        self._step, self._op_by_op = None, step.status
+        self._info.details["decode_step"] = self._step_status()
+        log.info("host engine: single tokens now run %s", self._info.details["decode_step"])
+
+    def wait_for_compiled_step(self, timeout: float | None = None) -> str:
+        """Wait for the compiled decode step's build (benchmarks, tests) and say how decoding runs:
+        compiled, op by op, transformers, or why the compiled step is unavailable."""
+        if self._step is not None:
+            self._step.wait(timeout)
+            self._attach_step()
+        return str(self._info.details["decode_step"])
 
     @property
     def info(self) -> EngineInfo:
@@ -184,6 +219,8 @@ class HostEngine:
             )
         if min(ids) < 0 or max(ids) >= self._limits.vocab_size:
             raise ValueError(f"token id out of range for a vocabulary of {self._limits.vocab_size}")
+        if self._step is not None:
+            self._attach_step()
         with torch.inference_mode():
             if self._decoder is not None:
                 logits = self._decoder.forward(ids, self._n_past)[-1]
@@ -305,6 +342,15 @@ def _from_weights(
         raise _unreadable(model_dir, exc) from None
 
 
+ALIGNMENT = 64  # bytes: torch's CPU allocator's, which its quantized kernels' vector loads assume
+
+
+def _aligned(state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` with every tensor at an ALIGNMENT-byte address. safetensors places tensors wherever the
+    file's header puts them: the int8 kernel crashes (SIGSEGV) on a weight 8 bytes off."""
+    return {k: t if t.data_ptr() % ALIGNMENT == 0 else t.clone() for k, t in state.items()}
+
+
 def _load_quantized(
     model_dir: Path,
     config: host_decoder.DecoderConfig,
@@ -322,7 +368,7 @@ def _load_quantized(
     cached = target / QUANT_FILE
     if cached.is_file():
         try:
-            return host_decoder.Decoder.from_state(config, load_file(str(cached)), context)
+            return host_decoder.Decoder.from_state(config, _aligned(load_file(str(cached))), context)
         except Exception as exc:  # a damaged cache entry: quantize again below
             log.warning("the cached %s weights in %s are unusable (%s); quantizing again", quant, target, exc)
     decoder = _from_weights(model_dir, config, quant, context)

@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from appliance.engine.host_quant import (
+    INT4_GROUP,
     DenseLinear,
     Int8Embedding,
     Linear,
@@ -188,6 +189,31 @@ class Decoder:
         half, sin = c.head_dim // 2, emb.sin()
         self._sin_signed = torch.cat((-sin[:, :half], sin[:, half:]), dim=-1)
         self._scale = 1 / math.sqrt(c.head_dim)
+        self._step: Callable[..., Any] | None = None
+        self._step_args: tuple[list[Any], list[Any]] = ([], [])
+
+    @property
+    def compiled(self) -> bool:
+        """Whether single tokens run through the compiled step."""
+        return self._step is not None
+
+    def use_compiled_step(self, op: Callable[..., Any] | None) -> None:
+        """Decode single tokens with ``op`` (host_step.cpp's decode_layers; None: op by op)."""
+        if op is not None and not self._step_args[0]:
+            empty = _torch().empty(0)
+            linears = [
+                t
+                for layer in self.layers
+                for lin in (layer.qkv, layer.o, layer.gate_up, layer.down)
+                for t in lin.step_tensors()
+            ]
+            norms = [
+                empty if n is None else n.contiguous()
+                for layer in self.layers
+                for n in (layer.norm1, layer.norm2, layer.q_norm, layer.k_norm)
+            ]
+            self._step_args = (linears, norms)
+        self._step = op
 
     # ---- building ----
 
@@ -302,6 +328,22 @@ class Decoder:
         end = start + n
         index = torch.tensor(list(ids), dtype=torch.long)
         x = self.embed[index] if isinstance(self.embed, torch.Tensor) else self.embed(index)  # [n, hidden]
+        if n == 1 and self._step is not None:
+            x = self._step(
+                x,
+                *self._step_args,
+                self._k,
+                self._v,
+                self._cos,
+                self._sin_signed,
+                start,
+                c.heads,
+                c.kv_heads,
+                c.eps,
+                self._scale,
+                INT4_GROUP,
+            )
+            return self.head(torch.nn.functional.rms_norm(x, (c.hidden,), self.norm, c.eps))
         cos, sin = self._cos[start:end], self._sin_signed[start:end]
         rms_norm, silu = torch.nn.functional.rms_norm, torch.nn.functional.silu
         hidden, head_dim, half = (c.hidden,), (c.head_dim,), c.head_dim // 2

@@ -99,6 +99,13 @@ def _named(prefix: str, **tensors: Any) -> dict[str, Any]:
     return {f"{prefix}.{name}": t for name, t in tensors.items() if t is not None}
 
 
+def _step_tensors(*tensors: Any) -> tuple[Any, Any, Any, Any]:
+    """A layer's tensors for the compiled decode step: contiguous, an empty tensor for an absent one."""
+    empty = _nn().empty(0)
+    a, b, c, d = (empty if t is None else t.contiguous() for t in tensors)
+    return a, b, c, d
+
+
 class DenseLinear:
     """y = x W^T (+ b) with the weight as stored (fp32)."""
 
@@ -112,6 +119,10 @@ class DenseLinear:
 
     def tensors(self, prefix: str) -> dict[str, Any]:
         return _named(prefix, weight=self.weight, bias=self.bias)
+
+    def step_tensors(self) -> tuple[Any, Any, Any, Any]:
+        """What the compiled decode step takes for this layer (host_step.cpp: weight, aux, ones, bias)."""
+        return _step_tensors(self.weight, None, None, self.bias)
 
 
 class Int8Linear:
@@ -136,6 +147,9 @@ class Int8Linear:
 
     def tensors(self, prefix: str) -> dict[str, Any]:
         return _named(prefix, weight=self.weight, scales=self.scales, bias=self.bias)
+
+    def step_tensors(self) -> tuple[Any, Any, Any, Any]:
+        return _step_tensors(self.weight, self.scales, self._ones, self.bias)
 
 
 class Int4Linear:
@@ -174,6 +188,9 @@ class Int4Linear:
 
     def tensors(self, prefix: str) -> dict[str, Any]:
         return _named(prefix, weight=self.weight, scales_zeros=self.scales_zeros, bias=self.bias)
+
+    def step_tensors(self) -> tuple[Any, Any, Any, Any]:
+        return _step_tensors(self.weight, self._sz, None, self.bias)
 
 
 Linear = DenseLinear | Int8Linear | Int4Linear
