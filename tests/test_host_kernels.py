@@ -148,3 +148,17 @@ def test_status_says_how_the_host_engine_decodes() -> None:
         "engine_details": {"quant": "int4", "decode_step": "compiled"},
     }
     assert "engine     quant int4, decode_step compiled" in _human({"status": "ready", "model": model})
+
+
+def test_a_build_clears_what_an_interrupted_one_left(tmp_path: Path) -> None:
+    """A process that exits during its build (``llm-tpu ask --local``) leaves a partial library."""
+    key = host_kernels._build_key(torch)
+    entry = tmp_path / "kernels" / key
+    entry.mkdir(parents=True)
+    stale, fresh = entry / f".{host_kernels.LIBRARY}.1.1", entry / f".{host_kernels.LIBRARY}.2.2"
+    stale.write_bytes(b"half")
+    fresh.write_bytes(b"another build, still running")
+    os.utime(stale, (0, 0))
+    got = _status_in_a_fresh_process(tmp_path / "kernels", {"CXX": "/bin/false"})
+    assert got["status"].startswith("unavailable: the build failed")
+    assert not stale.exists() and fresh.exists()

@@ -190,7 +190,7 @@ class Decoder:
         self._sin_signed = torch.cat((-sin[:, :half], sin[:, half:]), dim=-1)
         self._scale = 1 / math.sqrt(c.head_dim)
         self._step: Callable[..., Any] | None = None
-        self._step_args: tuple[list[Any], list[Any]] = ([], [])
+        self._step_args: tuple[list[Any], list[Any], Any, list[Any]] = ([], [], None, [])
 
     @property
     def compiled(self) -> bool:
@@ -198,7 +198,7 @@ class Decoder:
         return self._step is not None
 
     def use_compiled_step(self, op: Callable[..., Any] | None) -> None:
-        """Decode single tokens with ``op`` (host_step.cpp's decode_layers; None: op by op)."""
+        """Decode single tokens with ``op`` (host_step.cpp's decode_step: every layer, the final norm and the head; None: op by op)."""
         if op is not None and not self._step_args[0]:
             empty = _torch().empty(0)
             linears = [
@@ -212,7 +212,7 @@ class Decoder:
                 for layer in self.layers
                 for n in (layer.norm1, layer.norm2, layer.q_norm, layer.k_norm)
             ]
-            self._step_args = (linears, norms)
+            self._step_args = (linears, norms, self.norm.contiguous(), list(self.head.step_tensors()))
         self._step = op
 
     # ---- building ----
@@ -329,7 +329,7 @@ class Decoder:
         index = torch.tensor(list(ids), dtype=torch.long)
         x = self.embed[index] if isinstance(self.embed, torch.Tensor) else self.embed(index)  # [n, hidden]
         if n == 1 and self._step is not None:
-            x = self._step(
+            return self._step(
                 x,
                 *self._step_args,
                 self._k,
@@ -343,7 +343,6 @@ class Decoder:
                 self._scale,
                 INT4_GROUP,
             )
-            return self.head(torch.nn.functional.rms_norm(x, (c.hidden,), self.norm, c.eps))
         cos, sin = self._cos[start:end], self._sin_signed[start:end]
         rms_norm, silu = torch.nn.functional.rms_norm, torch.nn.functional.silu
         hidden, head_dim, half = (c.hidden,), (c.head_dim,), c.head_dim // 2

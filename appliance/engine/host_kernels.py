@@ -16,6 +16,7 @@ every torch wheel) and a C++ compiler (g++, or $CXX).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -23,6 +24,7 @@ import platform
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,8 +35,10 @@ log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("host_step.cpp")
 LIBRARY = "host_step.so"
-# -ffp-contract=off: a*b + c*d rounds each product, as torch's separate ops do (no fused multiply-add)
-FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-std=c++20", "-shared", "-fPIC", "-w")
+# -ffp-contract=off: a*b + c*d rounds each product, as torch's separate ops do (no fused multiply-add).
+# -fopenmp: at::parallel_for is inline OpenMP (without the flag it runs on one thread); the library
+# then shares the OpenMP runtime torch has loaded (the soname libgomp.so.1) and its thread count.
+FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fopenmp", "-std=c++20", "-shared", "-fPIC", "-w")
 BUILD_TIMEOUT_S = 600
 
 
@@ -105,9 +109,9 @@ class CompiledStep:
         library = self._dir / LIBRARY
         try:
             with _load_lock:  # a process registers the op once, whichever library it loads
-                if not hasattr(self._torch.ops.llm_tpu, "decode_layers"):
+                if not hasattr(self._torch.ops.llm_tpu, "decode_step"):
                     self._torch.ops.load_library(str(library))
-            op = self._torch.ops.llm_tpu.decode_layers
+            op = self._torch.ops.llm_tpu.decode_step
         except (OSError, RuntimeError, AttributeError) as exc:
             if cached:
                 log.warning(
@@ -148,6 +152,7 @@ class CompiledStep:
         log_path = self._dir / "build.log"
         try:
             self._dir.mkdir(parents=True, exist_ok=True)
+            _remove_stale_partials(self._dir)
             with open(log_path, "w") as out:
                 out.write(" ".join(command) + "\n")
                 out.flush()
@@ -165,6 +170,15 @@ class CompiledStep:
             self._finish(None, f"unavailable: the build failed ({exc}; see {log_path})")
             return
         self._load(cached=False)
+
+
+def _remove_stale_partials(directory: Path) -> None:
+    """Libraries a build left half written (its process exited first, e.g. ``llm-tpu ask --local``)."""
+    now = time.time()
+    for partial in directory.glob(f".{LIBRARY}.*"):
+        with contextlib.suppress(OSError):
+            if now - partial.stat().st_mtime > BUILD_TIMEOUT_S:
+                partial.unlink()
 
 
 _load_lock = threading.Lock()

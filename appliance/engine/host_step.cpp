@@ -1,5 +1,6 @@
-// The host engine's decode step (one token through every layer) as one call: host_kernels.py compiles
-// it for this machine and host_decoder.py calls it as torch.ops.llm_tpu.decode_layers.
+// The host engine's decode step (one token through every layer and the output head) as one call:
+// host_kernels.py compiles it for this machine and host_decoder.py calls it as
+// torch.ops.llm_tpu.decode_step.
 //
 // A decode step of a small model is mostly overhead when it runs op by op from Python: SmolLM2-135M
 // makes about 1,350 small torch calls a token (2 to 3 us each) around 4.8 ms of weight kernels. Here
@@ -86,10 +87,12 @@ void attend(const float* q, const float* k, const float* v, int64_t n, int64_t d
   for (int64_t d = 0; d < dim; ++d) out[d] *= inv;
 }
 
-at::Tensor decode_layers(const at::Tensor& x_in, at::TensorList linears, at::TensorList norms,
-                         const at::Tensor& k_cache, const at::Tensor& v_cache, const at::Tensor& cos,
-                         const at::Tensor& sin, int64_t pos, int64_t heads, int64_t kv_heads, double eps,
-                         double scale, int64_t group) {
+// The logits [1, vocab] of one token (its embedding x_in) at position pos, whose keys and values go
+// into the caches: every layer, the final norm and the output head.
+at::Tensor decode_step(const at::Tensor& x_in, at::TensorList linears, at::TensorList norms,
+                       const at::Tensor& final_norm, at::TensorList head, const at::Tensor& k_cache,
+                       const at::Tensor& v_cache, const at::Tensor& cos, const at::Tensor& sin, int64_t pos,
+                       int64_t heads, int64_t kv_heads, double eps, double scale, int64_t group) {
   const int64_t layers = k_cache.size(0), positions = k_cache.size(3), dim = k_cache.size(4);
   const int64_t hidden = x_in.size(-1);
   TORCH_CHECK(x_in.scalar_type() == at::kFloat && x_in.numel() == hidden, "x must be fp32 [1, hidden]");
@@ -97,8 +100,9 @@ at::Tensor decode_layers(const at::Tensor& x_in, at::TensorList linears, at::Ten
               "the KV cache must be contiguous fp32 [layers, 1, kv_heads, positions, dim]");
   TORCH_CHECK(k_cache.size(2) == kv_heads && heads % kv_heads == 0, "heads do not fit the KV cache");
   TORCH_CHECK(static_cast<int64_t>(linears.size()) == layers * kPerLayerLinears * kPerLinear &&
-                  static_cast<int64_t>(norms.size()) == layers * kPerLayerNorms,
-              "one set of weights per layer of the KV cache");
+                  static_cast<int64_t>(norms.size()) == layers * kPerLayerNorms &&
+                  static_cast<int64_t>(head.size()) == kPerLinear && final_norm.numel() == hidden,
+              "one set of weights per layer of the KV cache, a final norm and a head");
   TORCH_CHECK(pos >= 0 && pos < positions, "position ", pos, " is outside the KV cache");
   TORCH_CHECK(cos.is_contiguous() && sin.is_contiguous() && cos.size(1) == dim, "rotary tables");
 
@@ -161,7 +165,8 @@ at::Tensor decode_layers(const at::Tensor& x_in, at::TensorList linears, at::Ten
     }
     x.add_(linear(act, lin + 3 * kPerLinear, group));
   }
-  return x;
+  rms_norm(x.data_ptr<float>(), final_norm.data_ptr<float>(), h.data_ptr<float>(), hidden, eps);
+  return linear(h, head.data(), group);
 }
 
 
@@ -169,7 +174,8 @@ at::Tensor decode_layers(const at::Tensor& x_in, at::TensorList linears, at::Ten
 
 TORCH_LIBRARY(llm_tpu, m) {
   m.def(
-      "decode_layers(Tensor x, Tensor[] linears, Tensor[] norms, Tensor k_cache, Tensor v_cache, "
-      "Tensor cos, Tensor sin, int pos, int heads, int kv_heads, float eps, float scale, int group) -> Tensor");
-  m.impl("decode_layers", &decode_layers);
+      "decode_step(Tensor x, Tensor[] linears, Tensor[] norms, Tensor final_norm, Tensor[] head, "
+      "Tensor k_cache, Tensor v_cache, Tensor cos, Tensor sin, int pos, int heads, int kv_heads, float eps, "
+      "float scale, int group) -> Tensor");
+  m.impl("decode_step", &decode_step);
 }
