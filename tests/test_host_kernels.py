@@ -162,3 +162,21 @@ def test_a_build_clears_what_an_interrupted_one_left(tmp_path: Path) -> None:
     got = _status_in_a_fresh_process(tmp_path / "kernels", {"CXX": "/bin/false"})
     assert got["status"].startswith("unavailable: the build failed")
     assert not stale.exists() and fresh.exists()
+
+
+def test_an_engine_switches_to_the_step_when_its_build_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first start decodes op by op while the step builds, then through it, on the same KV cache."""
+    model_dir = tiny_model(tmp_path, "qwen3")
+    monkeypatch.setenv("LLM_TPU_CACHE_DIR", str(tmp_path / "fresh-cache"))  # nothing built there yet
+    engine = HostEngine(model_dir, threads=1)
+    assert engine.info.details["decode_step"] == "building"
+    ref = HostEngine(model_dir, threads=1, compiled_step=False).all_logits(IDS)
+    engine.prefill(IDS[:3])
+    before = [engine.decode(t).logits for t in IDS[3:6]]  # op by op: the build takes seconds
+    assert engine.wait_for_compiled_step(host_kernels.BUILD_TIMEOUT_S) == "compiled"
+    after = [engine.decode(t).logits for t in IDS[6:]]
+    assert list((tmp_path / "fresh-cache" / "host-kernels").glob(f"*/{host_kernels.LIBRARY}"))
+    for i, got in enumerate(before + after, start=3):
+        assert got is not None and abs(got - ref[i].numpy()).max() < 1e-4 * float(ref.abs().max()), i
