@@ -11,6 +11,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, GenerationConfig
 
+from appliance import paths
 from appliance.config.schema import ModelSection
 from appliance.engine import host_quant
 from appliance.engine.host import HostEngine
@@ -158,7 +159,9 @@ def test_quantized_weights_load_from_the_cache_without_the_model_weights(
         assert greedy(engine(quant), ids, 8) == first
         saved.rename(model / "model.safetensors")
     assert greedy(engine("int8"), ids, 8) == reference["prompts"][1]["torch_f32"]["tokens"]
-    # the loader keys the cache on the manifest's checksum (the user cache: LLM_TPU_CACHE_DIR)
+    # the loader keys the cache on the manifest's checksum (the user cache: LLM_TPU_CACHE_DIR), which
+    # gets the run's compiled decode step (or the engine would build its own in the background)
+    shutil.copytree(paths.cache_dir() / "host-kernels", tmp_path / "user-cache/host-kernels")
     monkeypatch.setenv("LLM_TPU_CACHE_DIR", str(tmp_path / "user-cache"))
     load_model(ModelSection(ref=str(model), engine="host", host_quant="int8")).close()
     key = host_quant.cache_key(model, manifest.checksum, "int8", torch.__version__)

@@ -136,7 +136,10 @@ class CompiledStep:
         torch_dir = Path(self._torch.__file__).parent
         abi = int(self._torch.compiled_with_cxx11_abi())
         partial = self._dir / f".{LIBRARY}.{os.getpid()}.{threading.get_ident()}"
+        # at a low priority: the engine is answering (op by op) while this builds
+        nice = shutil.which("nice")
         command = [
+            *([nice, "-n", "10"] if nice else []),
             compiler,
             *FLAGS,
             f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
