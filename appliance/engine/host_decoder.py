@@ -198,7 +198,8 @@ class Decoder:
         return self._step is not None
 
     def use_compiled_step(self, op: Callable[..., Any] | None) -> None:
-        """Decode single tokens with ``op`` (host_step.cpp's decode_step: every layer, the final norm and the head; None: op by op)."""
+        """Decode single tokens with ``op`` (host_step.cpp's decode_step: every layer, the final norm
+        and the head, in one call; None: op by op)."""
         if op is not None and not self._step_args[0]:
             empty = _torch().empty(0)
             linears = [
