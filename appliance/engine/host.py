@@ -126,8 +126,8 @@ class HostEngine:
         trained = int(raw.get("max_position_embeddings") or DEFAULT_MAX_SEQ_LEN)
         context = host_context(trained, max_seq_len)
         self._decoder: host_decoder.Decoder | None = None
-        self._step: host_kernels.CompiledStep | None = None  # until it is attached or unavailable
-        self._op_by_op = "op by op (compiled_step=False)"
+        self._step: host_kernels.CompiledStep | None = None  # until its build ends
+        decode_step = "op by op (transformers)"
         self._model: Any = None
         if why_not is None:
             config = host_decoder.DecoderConfig.from_raw(raw)
@@ -140,6 +140,7 @@ class HostEngine:
             vocab, arch = config.vocab, str(raw.get("model_type"))
             if compiled_step:
                 self._step = host_kernels.compiled_step(paths.cache_dir() / "host-kernels")
+            decode_step = self._step.status if self._step is not None else "op by op (compiled_step=False)"
         else:
             import_transformers()
             from transformers import DynamicCache
@@ -159,29 +160,21 @@ class HostEngine:
                 "threads": str(torch.get_num_threads()),
                 "arch": arch,
                 "runner": "lean decoder" if self._decoder is not None else f"transformers ({why_not})",
-                "decode_step": self._step_status(),
+                "decode_step": decode_step,  # compiled, building, or why tokens run op by op
             },
         )
         self._n_past = 0
         self._attach_step()  # a step already built (cached) is loaded by now
-
-    def _step_status(self) -> str:
-        """compiled, building, or why single tokens run op by op (for info.details)."""
-        if self._decoder is None:
-            return "op by op (transformers)"
-        if self._step is not None:
-            return self._step.status
-        return "compiled" if self._decoder.compiled else self._op_by_op
 
     def _attach_step(self) -> None:
         """Switch the decoder to the compiled step once its build has ended (between two tokens)."""
         step = self._step
         if step is None or self._decoder is None or step.status == "building":
             return
-        self._decoder.use_compiled_step(step.get())
-        self._step, self._op_by_op = None, step.status
-        self._info.details["decode_step"] = self._step_status()
-        log.info("host engine: single tokens now run %s", self._info.details["decode_step"])
+        self._decoder.use_compiled_step(step.get())  # None when the step is unavailable: op by op
+        self._step = None
+        self._info.details["decode_step"] = step.status
+        log.info("host engine: the decode step is %s", step.status)
 
     def wait_for_compiled_step(self, timeout: float | None = None) -> str:
         """Wait for the compiled decode step's build (benchmarks, tests) and say how decoding runs:
@@ -219,8 +212,7 @@ class HostEngine:
             )
         if min(ids) < 0 or max(ids) >= self._limits.vocab_size:
             raise ValueError(f"token id out of range for a vocabulary of {self._limits.vocab_size}")
-        if self._step is not None:
-            self._attach_step()
+        self._attach_step()
         with torch.inference_mode():
             if self._decoder is not None:
                 logits = self._decoder.forward(ids, self._n_past)[-1]

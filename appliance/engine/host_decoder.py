@@ -192,11 +192,6 @@ class Decoder:
         self._step: Callable[..., Any] | None = None
         self._step_args: tuple[list[Any], list[Any], Any, list[Any]] = ([], [], None, [])
 
-    @property
-    def compiled(self) -> bool:
-        """Whether single tokens run through the compiled step."""
-        return self._step is not None
-
     def use_compiled_step(self, op: Callable[..., Any] | None) -> None:
         """Decode single tokens with ``op`` (host_step.cpp's decode_step: every layer, the final norm
         and the head, in one call; None: op by op)."""

@@ -169,7 +169,6 @@ at::Tensor decode_step(const at::Tensor& x_in, at::TensorList linears, at::Tenso
   return linear(h, head.data(), group);
 }
 
-
 }  // namespace
 
 TORCH_LIBRARY(llm_tpu, m) {
